@@ -1,0 +1,36 @@
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench check clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+mosquitto-installed:
+	@command -v mosquitto >/dev/null 2>&1 || /usr/sbin/mosquitto -h >/dev/null 2>&1 || \
+	  ( command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && apt-get install -y -qq mosquitto) ) || \
+	  ( echo "mosquitto is missing: install it (Debian/Ubuntu: apt-get install mosquitto; macOS: brew install mosquitto)"; exit 1 )
+
+demo: $(STAMP) mosquitto-installed
+	$(BIN)/transport-informer demo
+
+test: $(STAMP) mosquitto-installed
+	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
+
+bench: $(STAMP) mosquitto-installed
+	$(BIN)/python bench/ingest.py
+
+check: $(STAMP)
+	$(BIN)/ruff format --check app tests bench
+	$(BIN)/ruff check app tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,99 @@
+"""The agent's memory of changes: what waits to be sent, and what the hub should hold.
+
+`PendingChanges` conflates per object: while the broker is away, each object keeps only its
+latest event, so the buffer is bounded by the number of objects in the cluster (and by
+`limit`; past it the buffer is dropped and everything relisted on reconnect).
+
+`PublishedIndex` is (namespace, name) -> (uid, resourceVersion) per kind for everything
+handed to the transport, updated exactly as the hub updates its store. Its digests are what
+the hub's store must match; a difference means a message was lost and that kind is relisted.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+
+from app.informer.digest import KindDigest, kind_digest
+from app.informer.objects import EventType, KindKey, WatchEvent
+
+ObjectName = tuple[str, str]
+
+
+class PendingChanges:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.overflowed = False
+        self._events: OrderedDict[tuple[KindKey, str, str], WatchEvent] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def add(self, event: WatchEvent) -> None:
+        ref = event.ref
+        key = (KindKey(ref.api_version, ref.kind), ref.namespace, ref.name)
+        current = self._events.get(key)
+        if current is not None and current.ref.resource_version >= ref.resource_version:
+            return
+        self._events[key] = event
+        if len(self._events) > self.limit:
+            self._events.clear()
+            self.overflowed = True
+
+    def take(self) -> Iterator[WatchEvent]:
+        """Pop events oldest first; stop iterating to leave the rest."""
+        while self._events:
+            yield self._events.popitem(last=False)[1]
+
+    def put_back(self, event: WatchEvent) -> None:
+        """Return one taken-but-unsent event to the front (it did not fit a message)."""
+        ref = event.ref
+        key = (KindKey(ref.api_version, ref.kind), ref.namespace, ref.name)
+        if key not in self._events:
+            self._events[key] = event
+            self._events.move_to_end(key, last=False)
+
+    def drop_listed(self, kind: KindKey, resource_version: int) -> None:
+        """A fresh listing of `kind` at `resource_version` supersedes older pending events."""
+        stale = [
+            k
+            for k, e in self._events.items()
+            if k[0] == kind and e.ref.resource_version <= resource_version
+        ]
+        for key in stale:
+            del self._events[key]
+
+    def clear(self) -> None:
+        self._events.clear()
+        self.overflowed = False
+
+
+class PublishedIndex:
+    def __init__(self) -> None:
+        self._kinds: dict[KindKey, dict[ObjectName, tuple[str, int]]] = {}
+
+    def record(self, event: WatchEvent) -> None:
+        ref = event.ref
+        objects = self._kinds.setdefault(KindKey(ref.api_version, ref.kind), {})
+        name = (ref.namespace, ref.name)
+        current = objects.get(name)
+        if current is not None and current[1] >= ref.resource_version:
+            return
+        if event.type is EventType.DELETED:
+            objects.pop(name, None)
+        else:
+            objects[name] = (ref.uid, ref.resource_version)
+
+    def replace(self, kind: KindKey, items: list[WatchEvent], resource_version: int) -> None:
+        """Mirror the hub's snapshot: keep entries newer than the listing, take the rest from it."""
+        old = self._kinds.get(kind, {})
+        new = {name: v for name, v in old.items() if v[1] > resource_version}
+        for event in items:
+            ref = event.ref
+            name = (ref.namespace, ref.name)
+            if name not in new or new[name][1] < ref.resource_version:
+                new[name] = (ref.uid, ref.resource_version)
+        self._kinds[kind] = new
+
+    def digests(self, kinds: tuple[KindKey, ...]) -> dict[KindKey, KindDigest]:
+        return {k: kind_digest(self._kinds.get(k, {}).values()) for k in kinds}

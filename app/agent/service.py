@@ -1,0 +1,276 @@
+"""The agent service: one cluster's source -> conflating buffer -> MQTT, in protocol order.
+
+Ordering: one publisher sends, in this priority, control messages (hello, snapshot chunks,
+digests) and then batches of pending watch events. A digest is computed when it is sent,
+from the `PublishedIndex`, so it describes exactly the stream before it.
+
+Lifecycle: on start the agent relists every kind (the hub gets snapshots with replace
+semantics); on every (re)connect it says hello and sends its digests, so the hub relists
+only kinds that drifted; periodically it sends heartbeats and digests. While the broker is
+away, changes conflate per object in bounded memory. Leaving says goodbye (`offline`); a
+crash is announced by the broker through the last will.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+
+import orjson
+
+from app import __version__
+from app.agent.buffer import PendingChanges, PublishedIndex
+from app.agent.sources.base import ClusterSource, Listing
+from app.informer.objects import KindKey, WatchEvent
+from app.transport import cloudevents, topics
+from app.transport.cloudevents import ENVELOPE_OVERHEAD, CloudEvent, MalformedMessage
+from app.transport.messages import (
+    Hello,
+    MessageType,
+    digest_data,
+    hello_data,
+    parse_resync_request,
+)
+from app.transport.mqtt import LinkOptions, MqttLink, Will
+
+log = logging.getLogger(__name__)
+
+Outgoing = bytes | Callable[[], bytes]
+"""A message, or a function making it at send time (digests must see the sent stream)."""
+
+
+class Agent:
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        source: ClusterSource,
+        broker_url: str,
+        labels: dict[str, str],
+        hub_source: str = topics.DEFAULT_SOURCE,
+        heartbeat_s: float = 5.0,
+        resync_s: float = 30.0,
+        max_pending: int = 200_000,
+        chunk_bytes: int = 128 * 1024,
+        max_inflight: int = 16,
+    ) -> None:
+        self.cluster = topics.check_name(cluster)
+        self.source = source
+        self.labels = labels
+        self._hub_source = hub_source
+        self.heartbeat_s = heartbeat_s
+        self.resync_s = resync_s
+        self.chunk_bytes = chunk_bytes
+        self.pending = PendingChanges(max_pending)
+        self.published = PublishedIndex()
+        self._control: deque[Outgoing] = deque()
+        self._wake = asyncio.Event()
+        self._relist: set[KindKey] = set()
+        self._listing: set[KindKey] = set()
+        self._relist_wake = asyncio.Event()
+        self._topic = topics.agent_events(hub_source, cluster)
+        will = Will(self._topic, self._message(MessageType.OFFLINE, {"reason": "connection lost"}))
+        self.link = MqttLink(
+            LinkOptions(
+                url=broker_url,
+                client_id=f"ti-agent-{cluster}",
+                subscriptions=(topics.source_events(hub_source, cluster),),
+                will=will,
+                max_inflight=max_inflight,
+                keepalive_s=max(5, int(heartbeat_s * 2)),
+            ),
+            self._on_request,
+        )
+        self.link.on_connect = self._on_connect
+        self._tasks: asyncio.TaskGroup | None = None
+        self.sent_messages = 0
+
+    # -- SourceSink ----------------------------------------------------------------------
+
+    def event(self, event: WatchEvent) -> None:
+        self.pending.add(event)
+        self._wake.set()
+
+    def listed(self, listing: Listing) -> None:
+        self._enqueue_snapshot(listing)
+
+    # -- messages ------------------------------------------------------------------------
+
+    def _message(self, type_: MessageType, data: dict[str, object]) -> bytes:
+        return cloudevents.encode(CloudEvent(type_, f"agent/{self.cluster}", self.cluster, data))
+
+    def _send(self, item: Outgoing, *, first: bool = False) -> None:
+        (self._control.appendleft if first else self._control.append)(item)
+        self._wake.set()
+
+    def _hello(self) -> bytes:
+        hello = Hello(self.labels, self.source.kinds, self.heartbeat_s, __version__)
+        return self._message(MessageType.HELLO, hello_data(hello))
+
+    def _digest(self) -> bytes:
+        """Digests of the kinds not being relisted (their snapshot will settle them)."""
+        settled = tuple(k for k in self.source.kinds if k not in self._relist | self._listing)
+        return self._message(MessageType.DIGEST, digest_data(self.published.digests(settled)))
+
+    def _enqueue_snapshot(self, listing: Listing) -> None:
+        """Queue a listing as chunks; pending events it supersedes are dropped."""
+        kind, rv = listing.kind, listing.resource_version
+        self.pending.drop_listed(kind, rv)
+        items = [WatchEvent.of("ADDED", obj) for obj in listing.items]
+        self.published.replace(kind, items, rv)
+        snapshot_id = uuid.uuid4().hex
+        head = {
+            "snapshotId": snapshot_id,
+            "apiVersion": kind.api_version,
+            "kind": kind.kind,
+            "resourceVersion": str(rv),
+        }
+        encoded = [orjson.dumps(obj) for obj in listing.items]
+        chunks: list[list[bytes]] = [[]]
+        size = 0
+        for blob in encoded:
+            if chunks[-1] and size + len(blob) > self.chunk_bytes:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(blob)
+            size += len(blob) + 1
+        for index, chunk in enumerate(chunks):
+            meta = orjson.dumps({**head, "chunk": index, "last": index == len(chunks) - 1})
+            data = meta[:-1] + b',"items":[' + b",".join(chunk) + b"]}"
+            self._send(
+                cloudevents.encode_raw(
+                    MessageType.SNAPSHOT, f"agent/{self.cluster}", self.cluster, data
+                )
+            )
+
+    def _next_events_message(self) -> bytes | None:
+        parts: list[bytes] = []
+        size = ENVELOPE_OVERHEAD
+        for event in self.pending.take():
+            blob = (
+                b'{"type":"'
+                + event.type.encode()
+                + b'","object":'
+                + orjson.dumps(event.object)
+                + b"}"
+            )
+            if parts and size + len(blob) > self.chunk_bytes:
+                self.pending.put_back(event)
+                break
+            parts.append(blob)
+            size += len(blob) + 1
+            self.published.record(event)
+        if not parts:
+            return None
+        data = b'{"events":[' + b",".join(parts) + b"]}"
+        return cloudevents.encode_raw(
+            MessageType.WATCH_EVENTS, f"agent/{self.cluster}", self.cluster, data
+        )
+
+    # -- hub requests and connection -----------------------------------------------------
+
+    def _on_connect(self) -> None:
+        if self.pending.overflowed:
+            log.warning(
+                "%s: change buffer overflowed while away; relisting everything", self.cluster
+            )
+            self.pending.clear()
+            self.request_relist(self.source.kinds)
+        self._send(self._digest, first=True)
+        self._send(self._hello(), first=True)
+
+    async def _on_request(self, topic: str, payload: bytes) -> None:
+        try:
+            request = parse_resync_request(cloudevents.decode(payload))
+        except MalformedMessage as exc:
+            log.warning("%s: ignoring bad request on %s: %s", self.cluster, topic, exc)
+            return
+        if not request.kinds:
+            self._send(self._hello())
+        self.request_relist(request.kinds or self.source.kinds)
+
+    def request_relist(self, kinds: tuple[KindKey, ...]) -> None:
+        self._relist.update(kinds)
+        self._relist_wake.set()
+
+    # -- loops ---------------------------------------------------------------------------
+
+    async def _publisher(self) -> None:
+        while True:
+            await self.link.wait_connected()
+            if self._control:
+                item = self._control.popleft()
+                payload = item() if callable(item) else item
+            elif (events := self._next_events_message()) is not None:
+                payload = events
+            else:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self.link.publish(self._topic, payload)
+            self.sent_messages += 1
+
+    async def _relister(self) -> None:
+        while True:
+            await self._relist_wake.wait()
+            self._relist_wake.clear()
+            self._listing, self._relist = self._relist, set()
+            for kind in sorted(self._listing, key=str):
+                try:
+                    self._enqueue_snapshot(await self.source.list(kind))
+                except Exception as exc:
+                    log.warning("%s: listing %s failed (%s); retrying", self.cluster, kind, exc)
+                    self.request_relist((kind,))
+                    await asyncio.sleep(1)
+            self._listing = set()
+
+    async def _ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_digest = loop.time() + self.resync_s
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            if not self.link.connected:
+                continue
+            self._send(self._message(MessageType.HEARTBEAT, {}))
+            if loop.time() >= next_digest:
+                self._send(self._digest)
+                next_digest = loop.time() + self.resync_s
+
+    async def __aenter__(self) -> Agent:
+        self.request_relist(self.source.kinds)
+        await self.link.__aenter__()
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        self._loops = [
+            self._tasks.create_task(loop)
+            for loop in (self._publisher(), self._relister(), self._ticker(), self.source.run(self))
+        ]
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for task in self._loops:
+            task.cancel()
+        assert self._tasks is not None
+        try:
+            await self._tasks.__aexit__(None, None, None)
+        finally:
+            await self._goodbye()
+            await self.link.close()
+
+    async def _goodbye(self) -> None:
+        if not self.link.connected:
+            return
+        try:
+            async with asyncio.timeout(3):
+                await self.link.publish(
+                    self._topic, self._message(MessageType.OFFLINE, {"reason": "agent stopped"})
+                )
+                await self.link.flush()
+        except TimeoutError:
+            log.warning("%s: could not say goodbye; the last will will", self.cluster)

@@ -1,0 +1,1 @@
+"""Where an agent's objects come from: a real Kubernetes API or a simulated cluster."""

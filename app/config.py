@@ -1,0 +1,70 @@
+"""Settings, from flags or `TI_*` environment variables; built once in `main` and passed down."""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.transport.topics import DEFAULT_SOURCE
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TI_", extra="ignore")
+
+    broker_url: str = "mqtt://127.0.0.1:1883"
+    source: str = DEFAULT_SOURCE
+    """The hub deployment's name in topics (sources/<source>/...)."""
+    log_level: str = "INFO"
+
+
+class HubSettings(CommonSettings):
+    database_url: str = "sqlite:///./data/hub.db"
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    replica_id: str = Field(default_factory=socket.gethostname)
+    share_group: str | None = None
+    """Subscribe through `$share/<group>/...` so several replicas split the clusters."""
+    batch_max_events: int = 5000
+    retain_changes: int = 200_000
+    """How many change-log entries SSE clients can resume from."""
+    tombstone_ttl_s: float = 600.0
+    maintenance_interval_s: float = 5.0
+    offline_after_heartbeats: float = 3.0
+    receive_maximum: int = 1000
+    """Unacknowledged messages the broker may send the hub at once (MQTT 5 receive-maximum)."""
+
+
+class AgentSettings(CommonSettings):
+    cluster: str = "dev-1"
+    labels: str = ""
+    """`k=v,k2=v2`."""
+    source_kind: str = Field(default="sim", alias="TI_SOURCE_KIND")
+    kinds: str = "v1/Node,v1/ConfigMap,v1/Service,apps/v1/Deployment,v1/Pod"
+    kubeconfig: str | None = None
+    sim_objects: int = 300
+    sim_churn: float = 5.0
+    sim_seed: int | None = None
+    heartbeat_s: float = 5.0
+    resync_s: float = 30.0
+    """How often the agent sends per-kind digests so the hub can find and repair drift."""
+    max_pending: int = 200_000
+    """Distinct objects the agent buffers while the broker is away; past that it forgets the
+    buffer and relists everything on reconnect."""
+    chunk_bytes: int = 128 * 1024
+    max_inflight: int = 16
+
+    model_config = SettingsConfigDict(env_prefix="TI_", extra="ignore", populate_by_name=True)
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """`env=prod,region=eu` -> {"env": "prod", "region": "eu"}; ValueError if malformed."""
+    labels: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise ValueError(f"labels must look like k=v,k2=v2, got {part!r}")
+        labels[key.strip()] = value.strip()
+    return labels

@@ -1,0 +1,1 @@
+"""The hub: MQTT ingest -> reflectors -> SQL store, cluster registry, change feed."""

@@ -1,0 +1,135 @@
+"""The hub service: everything one hub replica runs, owned by one async context manager.
+
+Entering migrates the database, connects Redis (optional) and the broker, and starts the
+ingest and maintenance loops in a task group; leaving cancels and awaits them and closes
+every connection. Its parts are public attributes for the web layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+from types import TracebackType
+
+import orjson
+from sqlalchemy import text
+
+from app.config import HubSettings
+from app.hub import maintenance
+from app.hub.feed import ChangeFeed
+from app.hub.ingest import Ingest
+from app.hub.registry import ClusterRegistry, InMemoryRegistry, RedisRegistry
+from app.informer.objects import KindKey
+from app.store.db import create_engine
+from app.store.migrate import upgrade_async
+from app.store.writer import InventoryWriter
+from app.transport import cloudevents, topics
+from app.transport.messages import MessageType, resync_request_data
+from app.transport.mqtt import LinkOptions, MqttLink
+
+log = logging.getLogger(__name__)
+
+
+def _json_dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+class HubService:
+    def __init__(self, settings: HubSettings, *, migrate: bool = True) -> None:
+        self.settings = settings
+        self._migrate = migrate
+        self.engine = create_engine(
+            settings.database_url, json_serializer=_json_dumps, json_deserializer=orjson.loads
+        )
+        self.feed = ChangeFeed()
+        self.registry: ClusterRegistry = (
+            RedisRegistry.from_url(settings.redis_url, settings.replica_id)
+            if settings.redis_url
+            else InMemoryRegistry(settings.replica_id)
+        )
+        self.writer = InventoryWriter(self.engine)
+        self.ingest = Ingest(
+            source=settings.source,
+            writer=self.writer,
+            feed=self.feed,
+            registry=self.registry,
+            request_resync=self.request_resync,
+            batch_max_events=settings.batch_max_events,
+            lease_heartbeats=settings.offline_after_heartbeats,
+        )
+        self.link = MqttLink(
+            LinkOptions(
+                url=settings.broker_url,
+                client_id=f"ti-hub-{settings.replica_id}",
+                subscriptions=(topics.all_agent_events(settings.source, settings.share_group),),
+                manual_ack=True,
+                receive_maximum=settings.receive_maximum,
+            ),
+            self.ingest.handle,
+        )
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> HubService:
+        if self._migrate:
+            await upgrade_async(self.settings.database_url)
+        await self._stack.__aenter__()
+        self._stack.push_async_callback(self.engine.dispose)
+        self._stack.push_async_callback(self.registry.close)
+        tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
+        self._stack.push_async_callback(self._cancel, tasks)
+        # The loops start before the link so nothing the broker delivers waits on them.
+        self._loops = [tasks.create_task(self.ingest.run()), tasks.create_task(self._upkeep())]
+        await self._stack.enter_async_context(self.link)
+        return self
+
+    async def _cancel(self, _tasks: asyncio.TaskGroup) -> None:
+        for task in self._loops:
+            task.cancel()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.__aexit__(et, e, tb)
+
+    async def request_resync(self, cluster: str, kinds: tuple[KindKey, ...]) -> None:
+        event = cloudevents.CloudEvent(
+            type=MessageType.RESYNC_REQUEST,
+            source=self.settings.source,
+            cluster=cluster,
+            data=resync_request_data(kinds),
+        )
+        log.info("asking %s to relist %s", cluster, ", ".join(map(str, kinds)) or "everything")
+        try:
+            await asyncio.wait_for(
+                self.link.publish(
+                    topics.source_events(self.settings.source, cluster), cloudevents.encode(event)
+                ),
+                5,
+            )
+        except TimeoutError:
+            log.warning("could not ask %s to relist (broker away); its next digest will", cluster)
+
+    async def _upkeep(self) -> None:
+        s = self.settings
+        while True:
+            await asyncio.sleep(s.maintenance_interval_s)
+            try:
+                offline = await maintenance.run_once(
+                    self.engine,
+                    retain_changes=s.retain_changes,
+                    tombstone_ttl_s=s.tombstone_ttl_s,
+                    offline_after_heartbeats=s.offline_after_heartbeats,
+                )
+                if offline:
+                    self.feed.publish(offline)
+            except Exception:
+                log.exception("maintenance failed; trying again next period")
+
+    async def database_ok(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False

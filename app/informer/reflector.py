@@ -1,0 +1,93 @@
+"""The hub-side reflector of one cluster: agent traffic in, ordered deltas out.
+
+Like client-go's Reflector, it gives listings replace semantics and passes watch events
+through; unlike it, it keeps no object cache (the store is the cache). What it keeps per
+kind is the snapshot being received: its id, the next chunk expected and the keys seen so
+far (names only, bounded by `max_snapshot_objects`).
+
+A snapshot missing a chunk (a gap in the numbering, a chunk of an unknown snapshot, or one
+too large to track) is abandoned and its kind relisted: only a snapshot received whole may
+delete what it does not contain.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from app.informer.deltas import CheckDigest, Delta, Sweep, Upsert
+from app.informer.digest import KindDigest
+from app.informer.objects import EventType, KindKey, WatchEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _OpenSnapshot:
+    snapshot_id: str
+    next_chunk: int = 0
+    seen: set[tuple[str, str]] = field(default_factory=set)
+
+
+@dataclass
+class Reflection:
+    """Deltas to apply, and kinds the agent must relist."""
+
+    deltas: list[Delta] = field(default_factory=list)
+    relist: set[KindKey] = field(default_factory=set)
+
+
+class Reflector:
+    def __init__(self, cluster: str, *, max_snapshot_objects: int = 1_000_000) -> None:
+        self.cluster = cluster
+        self.max_snapshot_objects = max_snapshot_objects
+        self._open: dict[KindKey, _OpenSnapshot] = {}
+
+    def watch(self, events: Sequence[WatchEvent]) -> Reflection:
+        for event in events:
+            snapshot = self._open.get(event.ref.key(self.cluster).kind_key)
+            if snapshot is not None and event.type is not EventType.DELETED:
+                snapshot.seen.add((event.ref.namespace, event.ref.name))
+        return Reflection([Upsert(self.cluster, e) for e in events])
+
+    def snapshot_chunk(
+        self,
+        *,
+        snapshot_id: str,
+        kind: KindKey,
+        chunk: int,
+        last: bool,
+        resource_version: int,
+        items: Sequence[WatchEvent],
+    ) -> Reflection:
+        out = Reflection([Upsert(self.cluster, e) for e in items])
+        if chunk == 0:
+            self._open[kind] = _OpenSnapshot(snapshot_id)
+        snapshot = self._open.get(kind)
+        if snapshot is None or snapshot.snapshot_id != snapshot_id or snapshot.next_chunk != chunk:
+            log.warning(
+                "cluster %s: snapshot %s of %s is missing chunks (got chunk %d); relisting",
+                self.cluster,
+                snapshot_id,
+                kind,
+                chunk,
+            )
+            self._open.pop(kind, None)
+            out.relist.add(kind)
+            return out
+        snapshot.next_chunk += 1
+        snapshot.seen.update((e.ref.namespace, e.ref.name) for e in items)
+        if len(snapshot.seen) > self.max_snapshot_objects:
+            log.warning("cluster %s: snapshot of %s too large to sweep", self.cluster, kind)
+            del self._open[kind]
+            return out
+        if last:
+            del self._open[kind]
+            out.deltas.append(Sweep(self.cluster, kind, frozenset(snapshot.seen), resource_version))
+        return out
+
+    def digest(self, digests: dict[KindKey, KindDigest]) -> Reflection:
+        """Kinds with a snapshot under way are skipped: the snapshot will settle them."""
+        settled = {k: d for k, d in digests.items() if k not in self._open}
+        return Reflection([CheckDigest(self.cluster, settled)] if settled else [])

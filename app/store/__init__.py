@@ -1,0 +1,1 @@
+"""SQL storage: the inventory of objects, the clusters and the change log."""

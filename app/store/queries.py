@@ -1,0 +1,229 @@
+"""Read side of the store: filtered, paginated lists, single objects, clusters, the change log.
+
+One query layer serves the JSON API, the SSE replay and (later) the HTML pages. A
+`ResourceQuery` is both an SQL filter and a predicate on changes, so lists and streams
+filter identically.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.informer.objects import CLUSTER_SCOPED
+from app.informer.selectors import FieldSelector, LabelSelector, Op, Requirement
+from app.store.records import ChangeRecord
+from app.store.tables import changes, clusters, resources, revision_counter
+
+MAX_LIMIT = 1000
+
+
+class BadCursor(ValueError):
+    """A `continue` token that this hub did not hand out."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceQuery:
+    cluster: str | None = None
+    kind: str | None = None
+    api_version: str | None = None
+    namespace: str | None = None
+    labels: LabelSelector = field(default_factory=LabelSelector)
+    fields: FieldSelector = field(default_factory=FieldSelector)
+
+    def matches(self, change: ChangeRecord) -> bool:
+        return (
+            (self.cluster is None or change.cluster == self.cluster)
+            and (self.kind is None or change.kind == self.kind)
+            and (self.api_version is None or change.api_version == self.api_version)
+            and (self.namespace is None or change.namespace == self.namespace)
+            and self.fields.matches(change.namespace, change.name)
+            and self.labels.matches(change.labels)
+        )
+
+    def conditions(self, table: Any) -> list[ColumnElement[bool]]:
+        """SQL conditions on `resources` or `changes` (label conditions need `resources`)."""
+        conds: list[ColumnElement[bool]] = []
+        for attr, column in (
+            ("cluster", "cluster"),
+            ("kind", "kind"),
+            ("api_version", "api_version"),
+            ("namespace", "namespace"),
+        ):
+            if (value := getattr(self, attr)) is not None:
+                conds.append(table.c[column] == value)
+        for req in self.fields.requirements:
+            column = table.c.name if req.field == "metadata.name" else table.c.namespace
+            conds.append(column == req.value if req.equal else column != req.value)
+        return conds
+
+
+def _label_condition(req: Requirement) -> ColumnElement[bool]:
+    value: ColumnElement[str] = resources.c.labels[req.key].as_string()
+    match req.op:
+        case Op.EQ | Op.IN:
+            return value.in_(req.values)
+        case Op.NE | Op.NOTIN:
+            return or_(value.is_(None), value.not_in(req.values))
+        case Op.EXISTS:
+            return value.is_not(None)
+    return value.is_(None)  # Op.NOT_EXISTS
+
+
+def encode_cursor(last_id: int, revision: int) -> str:
+    raw = orjson.dumps({"id": last_id, "rv": revision})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> tuple[int, int]:
+    try:
+        doc = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        last_id, revision = doc["id"], doc["rv"]
+    except (binascii.Error, ValueError, TypeError, KeyError):
+        raise BadCursor("invalid continue token") from None
+    if not isinstance(last_id, int) or not isinstance(revision, int):
+        raise BadCursor("invalid continue token")
+    return last_id, revision
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[dict[str, Any]]
+    continue_token: str | None
+    resource_version: int
+
+
+async def _current_revision(conn: AsyncConnection) -> int:
+    value = await conn.scalar(select(revision_counter.c.value).where(revision_counter.c.id == 1))
+    return int(value or 0)
+
+
+async def list_resources(
+    engine: AsyncEngine, query: ResourceQuery, *, limit: int = 100, cursor: str | None = None
+) -> Page:
+    """A page of live objects in a stable order (storage id).
+
+    `resource_version` is the revision the first page was read at; every page of one listing
+    reports it, so a client that then streams from it misses no change (it may see a change
+    twice, for objects that changed while it paged, as a Kubernetes client may).
+    """
+    limit = max(1, min(limit, MAX_LIMIT))
+    after_id, pinned = decode_cursor(cursor) if cursor else (0, None)
+    conds = [resources.c.deleted.is_(False), resources.c.id > after_id]
+    conds += query.conditions(resources)
+    conds += [_label_condition(r) for r in query.labels.requirements]
+    stmt = (
+        select(resources.c.id, resources.c.cluster, resources.c.body)
+        .where(and_(*conds))
+        .order_by(resources.c.id)
+        .limit(limit + 1)
+    )
+    async with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            revision = pinned if pinned is not None else await _current_revision(conn)
+            rows = (await conn.execute(stmt)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [
+        {**row.body, "cluster": row.cluster} if query.cluster is None else row.body for row in rows
+    ]
+    token = encode_cursor(rows[-1].id, revision) if more else None
+    return Page(items, token, revision)
+
+
+async def get_resource(
+    engine: AsyncEngine, cluster: str, kind: str, namespace: str, name: str
+) -> dict[str, Any] | None:
+    namespace = CLUSTER_SCOPED if namespace == "_" else namespace
+    stmt = (
+        select(resources.c.body)
+        .where(
+            resources.c.cluster == cluster,
+            resources.c.kind == kind,
+            resources.c.namespace == namespace,
+            resources.c.name == name,
+            resources.c.deleted.is_(False),
+        )
+        .limit(1)
+    )
+    async with engine.connect() as conn:
+        body = await conn.scalar(stmt)
+    return dict(body) if body is not None else None
+
+
+async def cluster_rows(engine: AsyncEngine, name: str | None = None) -> list[dict[str, Any]]:
+    """Clusters with their live object counts per kind, ordered by name."""
+    stmt = select(clusters).order_by(clusters.c.name)
+    counts = (
+        select(resources.c.cluster, resources.c.kind, func.count())
+        .where(resources.c.deleted.is_(False))
+        .group_by(resources.c.cluster, resources.c.kind)
+    )
+    if name is not None:
+        stmt = stmt.where(clusters.c.name == name)
+        counts = counts.where(resources.c.cluster == name)
+    async with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in await conn.execute(stmt)]
+        per_cluster: dict[str, dict[str, int]] = {}
+        for cluster, kind, count in await conn.execute(counts):
+            per_cluster.setdefault(cluster, {})[kind] = count
+    for row in rows:
+        row["counts"] = per_cluster.get(row["name"], {})
+    return rows
+
+
+async def current_revision(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return await _current_revision(conn)
+
+
+async def oldest_retained_revision(engine: AsyncEngine) -> int | None:
+    """The oldest revision still in the change log, None when the log is empty."""
+    async with engine.connect() as conn:
+        value = await conn.scalar(select(func.min(changes.c.revision)))
+    return int(value) if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPage:
+    changes: list[ChangeRecord]
+    last_revision: int
+    """The last revision scanned (matching or not): where the next page starts."""
+    caught_up: bool
+
+
+async def changes_after(
+    engine: AsyncEngine, revision: int, query: ResourceQuery, *, limit: int = 500
+) -> ReplayPage:
+    """The next changes after `revision`, in order, that match `query`.
+
+    Up to `limit` log rows are scanned; labels are matched in Python (the change log does
+    not index them), so a page may hold fewer matches than rows scanned.
+    """
+    stmt = (
+        select(changes)
+        .where(changes.c.revision > revision, *query.conditions(changes))
+        .order_by(changes.c.revision)
+        .limit(limit)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    records = [
+        ChangeRecord(
+            r.revision, r.cluster, r.type, r.api_version, r.kind, r.namespace, r.name, r.body
+        )
+        for r in rows
+    ]
+    return ReplayPage(
+        [c for c in records if query.matches(c)],
+        records[-1].revision if records else revision,
+        len(records) < limit,
+    )

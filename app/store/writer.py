@@ -1,0 +1,338 @@
+"""The inventory writer: applies informer deltas to SQL, one transaction per batch.
+
+Contract:
+- Atomic: a batch is committed whole or not at all; the caller acknowledges the MQTT
+  messages it came from only after `apply` returns (ack after commit).
+- Idempotent: an object event whose resourceVersion is not newer than the stored one for
+  that key (live or tombstone) changes nothing. Deletes leave tombstones, so a late, older
+  ADDED cannot resurrect an object.
+- Ordered: every change gets the next global revision from the one-row counter, locked
+  first thing in the transaction, so revision order is commit order on SQLite and
+  PostgreSQL alike (a sequence would not be).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.informer.deltas import (
+    CheckDigest,
+    ClusterHello,
+    ClusterOffline,
+    ClusterSeen,
+    Delta,
+    Sweep,
+    Upsert,
+)
+from app.informer.digest import kind_digest
+from app.informer.objects import EventType, ResourceKey
+from app.store.records import Applied, ChangeRecord, ClusterStatus
+from app.store.tables import changes, clusters, resources, revision_counter
+
+KEY_COLUMNS = ("cluster", "api_version", "kind", "namespace", "name")
+_PREFETCH_CHUNK = 500
+
+
+@dataclass(slots=True)
+class _Stored:
+    resource_version: int
+    deleted: bool
+
+
+def _insert(engine_or_conn: AsyncEngine | AsyncConnection) -> Any:
+    return (postgresql if engine_or_conn.dialect.name == "postgresql" else sqlite).insert
+
+
+class _Batch:
+    """The state of one transaction: what is stored, what is pending, what changed."""
+
+    def __init__(self, conn: AsyncConnection, base_revision: int, now: float) -> None:
+        self.conn = conn
+        self.revision = base_revision
+        self.now = now
+        self.stored: dict[ResourceKey, _Stored | None] = {}
+        self.rows: dict[ResourceKey, dict[str, Any]] = {}
+        self.change_rows: list[dict[str, Any]] = []
+        self.cluster_rows: dict[str, dict[str, Any]] = {}
+        self.cluster_online: dict[str, bool] = {}
+        self.result = Applied()
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def prefetch(self, keys: Iterable[ResourceKey]) -> None:
+        todo = [k for k in dict.fromkeys(keys) if k not in self.stored]
+        cols = [resources.c[c] for c in KEY_COLUMNS]
+        for i in range(0, len(todo), _PREFETCH_CHUNK):
+            chunk = todo[i : i + _PREFETCH_CHUNK]
+            for key in chunk:
+                self.stored[key] = None
+            query = select(*cols, resources.c.resource_version, resources.c.deleted).where(
+                tuple_(*cols).in_(
+                    [(k.cluster, k.api_version, k.kind, k.namespace, k.name) for k in chunk]
+                )
+            )
+            for row in await self.conn.execute(query):
+                self.stored[ResourceKey(*row[:5])] = _Stored(row[5], row[6])
+
+    async def prefetch_clusters(self, names: Iterable[str]) -> None:
+        todo = [n for n in set(names) if n not in self.cluster_rows]
+        if not todo:
+            return
+        for row in await self.conn.execute(select(clusters).where(clusters.c.name.in_(todo))):
+            self.cluster_rows[row.name] = dict(row._mapping)
+            self.cluster_online[row.name] = row.online
+
+    # -- object deltas -----------------------------------------------------------------
+
+    def _record(self, key: ResourceKey, type_: EventType, body: dict[str, Any]) -> int:
+        self.revision += 1
+        row = {
+            "revision": self.revision,
+            "cluster": key.cluster,
+            "api_version": key.api_version,
+            "kind": key.kind,
+            "namespace": key.namespace,
+            "name": key.name,
+            "type": str(type_),
+            "body": body,
+            "at": self.now,
+        }
+        self.change_rows.append(row)
+        self.result.changes.append(
+            ChangeRecord(
+                self.revision,
+                key.cluster,
+                str(type_),
+                key.api_version,
+                key.kind,
+                key.namespace,
+                key.name,
+                body,
+            )
+        )
+        return self.revision
+
+    def upsert(self, delta: Upsert) -> None:
+        event, ref = delta.event, delta.event.ref
+        key = ref.key(delta.cluster)
+        stored = self.stored.get(key)
+        if stored is not None and ref.resource_version <= stored.resource_version:
+            self.result.skipped += 1
+            return
+        deleting = event.type is EventType.DELETED
+        if deleting and (stored is None or stored.deleted):
+            change_type = None  # a tombstone only: nothing the clients saw goes away
+        elif deleting:
+            change_type = EventType.DELETED
+        elif stored is None or stored.deleted:
+            change_type = EventType.ADDED
+        else:
+            change_type = EventType.MODIFIED
+        revision = self._record(key, change_type, event.object) if change_type else self.revision
+        self.stored[key] = _Stored(ref.resource_version, deleting)
+        self.rows[key] = {
+            "cluster": key.cluster,
+            "api_version": key.api_version,
+            "kind": key.kind,
+            "namespace": key.namespace,
+            "name": key.name,
+            "uid": ref.uid,
+            "resource_version": ref.resource_version,
+            "revision": revision,
+            "deleted": deleting,
+            "labels": ref.labels,
+            "body": event.object,
+            "updated_at": self.now,
+        }
+
+    async def sweep(self, delta: Sweep) -> None:
+        await self.flush()
+        query = select(
+            resources.c.namespace,
+            resources.c.name,
+            resources.c.uid,
+            resources.c.labels,
+            resources.c.body,
+            resources.c.resource_version,
+        ).where(
+            resources.c.cluster == delta.cluster,
+            resources.c.api_version == delta.kind.api_version,
+            resources.c.kind == delta.kind.kind,
+            resources.c.deleted.is_(False),
+            resources.c.resource_version <= delta.resource_version,
+        )
+        for ns, name, uid, labels, body, rv in await self.conn.execute(query):
+            if (ns, name) in delta.seen:
+                continue
+            key = ResourceKey(delta.cluster, delta.kind.api_version, delta.kind.kind, ns, name)
+            tombstone_rv = max(rv, delta.resource_version)
+            revision = self._record(key, EventType.DELETED, body)
+            self.stored[key] = _Stored(tombstone_rv, True)
+            self.rows[key] = {
+                "cluster": key.cluster,
+                "api_version": key.api_version,
+                "kind": key.kind,
+                "namespace": ns,
+                "name": name,
+                "uid": uid,
+                "resource_version": tombstone_rv,
+                "revision": revision,
+                "deleted": True,
+                "labels": labels,
+                "body": body,
+                "updated_at": self.now,
+            }
+
+    async def check_digest(self, delta: CheckDigest) -> None:
+        await self.flush()
+        for kind, theirs in delta.digests.items():
+            query = select(resources.c.uid, resources.c.resource_version).where(
+                resources.c.cluster == delta.cluster,
+                resources.c.api_version == kind.api_version,
+                resources.c.kind == kind.kind,
+                resources.c.deleted.is_(False),
+            )
+            ours = kind_digest((uid, rv) for uid, rv in await self.conn.execute(query))
+            if ours != theirs:
+                self.result.resync.setdefault(delta.cluster, set()).add(kind)
+
+    # -- cluster deltas ----------------------------------------------------------------
+
+    def _cluster(self, name: str) -> dict[str, Any]:
+        row = self.cluster_rows.get(name)
+        if row is None:
+            row = {
+                "name": name,
+                "labels": {},
+                "kinds": [],
+                "online": False,
+                "last_seen": 0.0,
+                "first_seen": self.now,
+                "heartbeat_s": 10.0,
+                "agent_version": "",
+            }
+            self.cluster_rows[name] = row
+        row["_dirty"] = True
+        return row
+
+    def hello(self, delta: ClusterHello) -> None:
+        self._cluster(delta.cluster).update(
+            labels=delta.labels,
+            kinds=[str(k) for k in delta.kinds],
+            online=True,
+            last_seen=self.now,
+            heartbeat_s=delta.heartbeat_s,
+            agent_version=delta.agent_version,
+        )
+
+    def seen(self, delta: ClusterSeen) -> None:
+        if delta.cluster not in self.cluster_rows:
+            # never said hello here (the hub's database was reset?): ask for everything
+            self.result.resync[delta.cluster] = set()
+        self._cluster(delta.cluster).update(online=True, last_seen=self.now)
+
+    def offline(self, delta: ClusterOffline) -> None:
+        self._cluster(delta.cluster).update(online=False)
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        insert = _insert(self.conn)
+        if self.rows:
+            stmt = insert(resources)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[resources.c[c] for c in KEY_COLUMNS],
+                set_={
+                    c: stmt.excluded[c]
+                    for c in (
+                        "uid",
+                        "resource_version",
+                        "revision",
+                        "deleted",
+                        "labels",
+                        "body",
+                        "updated_at",
+                    )
+                },
+                where=resources.c.resource_version <= stmt.excluded.resource_version,
+            )
+            await self.conn.execute(stmt, list(self.rows.values()))
+            self.rows.clear()
+        if self.change_rows:
+            await self.conn.execute(insert(changes), self.change_rows)
+            self.change_rows.clear()
+
+    async def flush_clusters(self) -> None:
+        insert = _insert(self.conn)
+        for name, row in self.cluster_rows.items():
+            if not row.pop("_dirty", False):
+                continue
+            stmt = insert(clusters).values(**row)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[clusters.c.name],
+                set_={c: stmt.excluded[c] for c in row if c not in ("name", "first_seen")},
+            )
+            await self.conn.execute(stmt)
+            if self.cluster_online.get(name) != row["online"]:
+                self.result.clusters.append(ClusterStatus(name, row["online"], row["last_seen"]))
+
+
+class InventoryWriter:
+    """Applies batches of deltas; see the module docstring for the guarantees."""
+
+    def __init__(self, engine: AsyncEngine, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    async def apply(self, deltas: Sequence[Delta]) -> Applied:
+        async with self._engine.begin() as conn:
+            # Lock the counter row first: writers serialize here, so revisions commit in order.
+            await conn.execute(
+                update(revision_counter)
+                .where(revision_counter.c.id == 1)
+                .values(value=revision_counter.c.value)
+            )
+            base = (
+                await conn.execute(
+                    select(revision_counter.c.value).where(revision_counter.c.id == 1)
+                )
+            ).scalar_one()
+            batch = _Batch(conn, base, self._clock())
+            await batch.prefetch(
+                d.event.ref.key(d.cluster) for d in deltas if isinstance(d, Upsert)
+            )
+            await batch.prefetch_clusters(
+                d.cluster
+                for d in deltas
+                if isinstance(d, ClusterHello | ClusterSeen | ClusterOffline)
+            )
+            for delta in deltas:
+                match delta:
+                    case Upsert():
+                        batch.upsert(delta)
+                    case Sweep():
+                        await batch.sweep(delta)
+                    case CheckDigest():
+                        await batch.check_digest(delta)
+                    case ClusterHello():
+                        batch.hello(delta)
+                    case ClusterSeen():
+                        batch.seen(delta)
+                    case ClusterOffline():
+                        batch.offline(delta)
+            await batch.flush()
+            await batch.flush_clusters()
+            if batch.revision != base:
+                await conn.execute(
+                    update(revision_counter)
+                    .where(revision_counter.c.id == 1)
+                    .values(value=batch.revision)
+                )
+        return batch.result

@@ -1,0 +1,1 @@
+"""Carrying informer traffic over MQTT: topics, the CloudEvents codec, the gmqtt link."""

@@ -1,0 +1,239 @@
+"""The message kinds of protocol v1 and their payloads (the CloudEvent `data`).
+
+Event types follow OCM's `<reverse-group>.<version>.<resource>.<spec|status>.<action>`:
+
+    agent -> hub   clusters.status.hello            labels, kinds, heartbeat period
+                   clusters.status.heartbeat        liveness (the broker's last will says offline)
+                   clusters.status.offline          graceful goodbye, or the last will
+                   resources.status.update_request  a batch of watch events
+                   resources.status.resync_response one chunk of a kind's listing
+                   resources.status.digest          count + hash per kind, for resync
+    hub -> agent   resources.status.resync_request  relist these kinds
+
+`parse` turns a checked envelope into one of the dataclasses below or raises
+MalformedMessage with the reason; nothing is applied from a message that fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from app.informer.digest import KindDigest
+from app.informer.objects import EventType, InvalidObject, KindKey, KubeObject, WatchEvent
+from app.transport.cloudevents import CloudEvent, MalformedMessage
+
+PROTOCOL_VERSION = 1
+_PREFIX = "io.transport-informer.v1"
+
+
+class MessageType(StrEnum):
+    HELLO = f"{_PREFIX}.clusters.status.hello"
+    HEARTBEAT = f"{_PREFIX}.clusters.status.heartbeat"
+    OFFLINE = f"{_PREFIX}.clusters.status.offline"
+    WATCH_EVENTS = f"{_PREFIX}.resources.status.update_request"
+    SNAPSHOT = f"{_PREFIX}.resources.status.resync_response"
+    DIGEST = f"{_PREFIX}.resources.status.digest"
+    RESYNC_REQUEST = f"{_PREFIX}.resources.status.resync_request"
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    labels: dict[str, str]
+    kinds: tuple[KindKey, ...]
+    heartbeat_s: float
+    agent_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Offline:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvents:
+    events: list[WatchEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    """One chunk of a consistent listing of one kind.
+
+    Chunks of one snapshot share `snapshot_id`, are numbered from 0 and the last one says
+    so; only a snapshot received whole may delete objects it does not contain.
+    """
+
+    snapshot_id: str
+    kind: KindKey
+    chunk: int
+    last: bool
+    resource_version: int
+    items: list[WatchEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    digests: dict[KindKey, KindDigest]
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncRequest:
+    kinds: tuple[KindKey, ...]
+    """Empty means every kind the agent watches."""
+
+
+AgentMessage = Hello | Heartbeat | Offline | WatchEvents | SnapshotChunk | Digest
+
+
+# -- encoding -------------------------------------------------------------------------
+
+
+def _kind_json(kind: KindKey) -> dict[str, str]:
+    return {"apiVersion": kind.api_version, "kind": kind.kind}
+
+
+def hello_data(hello: Hello) -> dict[str, Any]:
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "labels": hello.labels,
+        "kinds": [_kind_json(k) for k in hello.kinds],
+        "heartbeatSeconds": hello.heartbeat_s,
+        "agentVersion": hello.agent_version,
+    }
+
+
+def watch_events_data(events: list[tuple[EventType, KubeObject]]) -> dict[str, Any]:
+    return {"events": [{"type": str(t), "object": o} for t, o in events]}
+
+
+def snapshot_data(
+    snapshot_id: str,
+    kind: KindKey,
+    chunk: int,
+    last: bool,
+    resource_version: int,
+    items: list[KubeObject],
+) -> dict[str, Any]:
+    return {
+        "snapshotId": snapshot_id,
+        **_kind_json(kind),
+        "chunk": chunk,
+        "last": last,
+        "resourceVersion": str(resource_version),
+        "items": items,
+    }
+
+
+def digest_data(digests: dict[KindKey, KindDigest]) -> dict[str, Any]:
+    return {
+        "digests": [{**_kind_json(k), "count": d.count, "hash": d.hash} for k, d in digests.items()]
+    }
+
+
+def resync_request_data(kinds: tuple[KindKey, ...]) -> dict[str, Any]:
+    return {"kinds": [_kind_json(k) for k in kinds]}
+
+
+# -- decoding -------------------------------------------------------------------------
+
+
+def _field(data: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = data.get(name)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise MalformedMessage(f"field {name!r} missing or of the wrong type")
+    return value
+
+
+def _kind(doc: object) -> KindKey:
+    if not isinstance(doc, dict):
+        raise MalformedMessage("a kind must be an object with apiVersion and kind")
+    api_version, kind = doc.get("apiVersion"), doc.get("kind")
+    if not isinstance(api_version, str) or not isinstance(kind, str) or not api_version or not kind:
+        raise MalformedMessage("a kind must have string apiVersion and kind")
+    return KindKey(api_version, kind)
+
+
+def _labels(doc: object) -> dict[str, str]:
+    if not isinstance(doc, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in doc.items()
+    ):
+        raise MalformedMessage("labels must map strings to strings")
+    return doc
+
+
+def _event(type_: object, obj: object) -> WatchEvent:
+    try:
+        return WatchEvent.of(EventType(type_), obj)  # type: ignore[arg-type]
+    except InvalidObject as exc:
+        raise MalformedMessage(f"bad object: {exc}") from None
+    except ValueError:
+        raise MalformedMessage(f"bad event type {type_!r}") from None
+
+
+def _rv(value: object) -> int:
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    raise MalformedMessage("resourceVersion must be an integer string")
+
+
+def parse_agent_message(event: CloudEvent) -> AgentMessage:
+    data = event.data
+    match event.type:
+        case MessageType.WATCH_EVENTS:
+            raw = _field(data, "events", list)
+            events = []
+            for item in raw:
+                if not isinstance(item, dict):
+                    raise MalformedMessage("an event must be an object")
+                events.append(_event(item.get("type"), item.get("object")))
+            return WatchEvents(events)
+        case MessageType.SNAPSHOT:
+            kind = _kind(data)
+            items = [_event(EventType.ADDED, o) for o in _field(data, "items", list)]
+            for item in items:
+                if item.ref.kind != kind.kind or item.ref.api_version != kind.api_version:
+                    raise MalformedMessage(f"snapshot of {kind} holds a {item.ref.kind}")
+            chunk = _field(data, "chunk", int)
+            if chunk < 0:
+                raise MalformedMessage("chunk must be >= 0")
+            return SnapshotChunk(
+                snapshot_id=_field(data, "snapshotId", str),
+                kind=kind,
+                chunk=chunk,
+                last=_field(data, "last", bool),
+                resource_version=_rv(data.get("resourceVersion")),
+                items=items,
+            )
+        case MessageType.HEARTBEAT:
+            return Heartbeat()
+        case MessageType.HELLO:
+            return Hello(
+                labels=_labels(data.get("labels", {})),
+                kinds=tuple(_kind(k) for k in _field(data, "kinds", list)),
+                heartbeat_s=float(_field(data, "heartbeatSeconds", (int, float))),
+                agent_version=str(data.get("agentVersion", "")),
+            )
+        case MessageType.OFFLINE:
+            return Offline(str(data.get("reason", "")))
+        case MessageType.DIGEST:
+            digests: dict[KindKey, KindDigest] = {}
+            for item in _field(data, "digests", list):
+                kind = _kind(item)
+                count, hash_ = item.get("count"), item.get("hash")
+                if not isinstance(count, int) or not isinstance(hash_, str):
+                    raise MalformedMessage("a digest needs an integer count and a string hash")
+                digests[kind] = KindDigest(count, hash_)
+            return Digest(digests)
+    raise MalformedMessage(f"unknown message type {event.type!r}")
+
+
+def parse_resync_request(event: CloudEvent) -> ResyncRequest:
+    if event.type != MessageType.RESYNC_REQUEST:
+        raise MalformedMessage(f"unknown message type {event.type!r}")
+    return ResyncRequest(tuple(_kind(k) for k in _field(event.data, "kinds", list)))

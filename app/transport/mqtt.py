@@ -1,0 +1,262 @@
+"""One MQTT 5 connection with the guarantees the protocol relies on.
+
+- Persistent session: a stable client id, clean start off and a session expiry, so QoS 1
+  messages queued while either side was away are delivered when it comes back.
+- Flow control: at most `max_inflight` unacknowledged QoS 1 publishes (gmqtt itself never
+  blocks and raises OverflowError past the broker's receive-maximum); `publish` waits.
+- Manual acknowledgement (optional): an inbound message is acked only after its handler
+  returns, so a handler that persists before returning gives ack-after-commit. A handler
+  that raises sends no ack; the broker redelivers on the next connection.
+- Reconnect with exponential backoff and full jitter, forever, until the link is closed.
+  Subscriptions are (re)made on every connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from gmqtt import Client, Message
+from gmqtt.storage import PersistentStorage
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes], Awaitable[None]]
+QOS = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LinkOptions:
+    url: str
+    client_id: str
+    subscriptions: tuple[str, ...] = ()
+    will: Will | None = None
+    session_expiry_s: int = 24 * 3600
+    keepalive_s: int = 30
+    max_inflight: int = 16
+    """Below mosquitto's default receive-maximum of 20."""
+    receive_maximum: int = 200
+    manual_ack: bool = False
+    connect_timeout_s: float = 10.0
+    backoff_base_s: float = 0.2
+    backoff_cap_s: float = 15.0
+
+
+def parse_broker_url(url: str) -> tuple[str, int, bool]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValueError(f"broker URL must look like mqtt://host:port, got {url!r}")
+    tls = parts.scheme == "mqtts"
+    return parts.hostname, parts.port or (8883 if tls else 1883), tls
+
+
+def backoff_delay(attempt: int, base_s: float, cap_s: float) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return random.uniform(0, min(cap_s, base_s * 2 ** min(attempt, 30)))
+
+
+class InflightWindow(PersistentStorage):  # type: ignore[misc]
+    """gmqtt's store of unacked publishes, which also lets publishers wait for room.
+
+    gmqtt calls `remove_message_by_mid` from its packet handler, on the event loop's thread.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self._room = asyncio.Event()
+        self._room.set()
+
+    def push_message(self, mid: int, raw_package: bytes) -> None:
+        super().push_message(mid, raw_package)
+        if len(self) >= self.limit:
+            self._room.clear()
+
+    def remove_message_by_mid(self, mid: int) -> None:
+        super().remove_message_by_mid(mid)
+        if len(self) < self.limit:
+            self._room.set()
+
+    def clear(self) -> None:
+        super().clear()
+        self._room.set()
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def __bool__(self) -> bool:
+        return True  # gmqtt does `persistent_storage or PersistentStorage()`
+
+    async def wait_for_room(self) -> None:
+        while len(self) >= self.limit:
+            self._room.clear()
+            await self._room.wait()
+
+
+class _BackoffClient(Client):  # type: ignore[misc]
+    """gmqtt's client, reconnecting with jittered exponential backoff instead of a fixed delay."""
+
+    backoff_base_s = 0.2
+    backoff_cap_s = 15.0
+
+    async def reconnect(self, delay: bool = False) -> None:
+        if delay:
+            attempt = self._connection_state.failed_connections
+            await asyncio.sleep(backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s))
+        await super().reconnect(delay=False)
+
+
+@dataclass
+class _State:
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+    connects: int = 0
+
+
+class MqttLink:
+    """An async context manager owning one gmqtt client and its connect loop.
+
+    Entering returns at once; the first connection is made in the background (an agent must
+    start, and buffer, while the broker is down). `connected` tells whether it is up now.
+    """
+
+    def __init__(self, options: LinkOptions, on_message: MessageHandler | None = None) -> None:
+        self.options = options
+        self._on_message = on_message
+        self._host, self._port, self._tls = parse_broker_url(options.url)
+        self._window = InflightWindow(options.max_inflight)
+        self._state = _State()
+        self._connector: asyncio.Task[None] | None = None
+        self.on_connect: Callable[[], None] | None = None
+        """Called after every (re)connect, once subscriptions are requested."""
+        self._client = self._build_client()
+
+    def _build_client(self) -> Any:
+        opts = self.options
+        will = None
+        if opts.will:
+            will = Message(opts.will.topic, opts.will.payload, qos=QOS, will_delay_interval=0)
+        client = _BackoffClient(
+            opts.client_id,
+            clean_session=False,
+            optimistic_acknowledgement=not opts.manual_ack,
+            will_message=will,
+            persistent_storage=self._window,
+            session_expiry_interval=opts.session_expiry_s,
+            receive_maximum=opts.receive_maximum,
+            logger=logging.getLogger("gmqtt"),
+        )
+        client.backoff_base_s = opts.backoff_base_s
+        client.backoff_cap_s = opts.backoff_cap_s
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        return client
+
+    @property
+    def connected(self) -> bool:
+        return self._state.connected.is_set()
+
+    @property
+    def connects(self) -> int:
+        """How many times the link has connected; a change means a new connection."""
+        return self._state.connects
+
+    @property
+    def inflight(self) -> int:
+        return len(self._window)
+
+    async def wait_connected(self) -> None:
+        await self._state.connected.wait()
+
+    async def __aenter__(self) -> MqttLink:
+        self._connector = asyncio.ensure_future(self._connect_forever())
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._state.closed:
+            return
+        self._state.closed = True
+        if self._connector:
+            self._connector.cancel()
+            await asyncio.gather(self._connector, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self._client.disconnect(session_expiry_interval=None), 5)
+        except Exception as exc:  # closing anyway; the session stays on the broker
+            log.debug("disconnect from %s failed: %s", self.options.url, exc)
+        self._state.connected.clear()
+
+    async def _connect_forever(self) -> None:
+        attempt = 0
+        while not self._state.closed:
+            try:
+                await asyncio.wait_for(
+                    self._client.connect(
+                        self._host, self._port, ssl=self._tls, keepalive=self.options.keepalive_s
+                    ),
+                    self.options.connect_timeout_s,
+                )
+                return  # from now on gmqtt reconnects (through _BackoffClient.reconnect)
+            except (OSError, TimeoutError) as exc:
+                delay = backoff_delay(
+                    attempt, self.options.backoff_base_s, self.options.backoff_cap_s
+                )
+                attempt += 1
+                log.warning(
+                    "cannot reach MQTT broker %s (%s); retrying in %.1fs",
+                    self.options.url,
+                    exc or type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    def _handle_connect(self, client: Any, flags: int, rc: int, properties: Any) -> None:
+        for topic in self.options.subscriptions:
+            client.subscribe(topic, qos=QOS)
+        self._state.connects += 1
+        self._state.connected.set()
+        log.info("connected to %s as %s", self.options.url, self.options.client_id)
+        if self.on_connect:
+            self.on_connect()
+
+    def _handle_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
+        if self._state.connected.is_set():
+            log.warning("lost MQTT connection to %s", self.options.url)
+        self._state.connected.clear()
+
+    async def _handle_message(
+        self, client: Any, topic: str, payload: bytes, qos: int, properties: Any
+    ) -> int:
+        if self._on_message is not None:
+            await self._on_message(topic, payload)
+        return 0  # PUBACK reason code: success
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish at QoS 1 once connected and the in-flight window has room."""
+        while True:
+            await self._state.connected.wait()
+            await self._window.wait_for_room()
+            if self.connected:
+                self._client.publish(topic, payload, qos=QOS)
+                return
+
+    async def flush(self) -> None:
+        """Wait until every publish so far is acknowledged by the broker."""
+        await self._window.wait_empty()

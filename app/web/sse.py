@@ -1,0 +1,114 @@
+"""`GET /stream`: changes as Server-Sent Events, resumable without loss.
+
+Each event is `event: ADDED|MODIFIED|DELETED`, `id: <revision>`, `data: {cluster, object}`.
+A client resuming with `Last-Event-ID` (or `?resourceVersion=`) gets every matching change
+after that revision exactly once: it is subscribed to live changes first, then the change
+log is replayed, then live changes newer than the replay follow. A revision older than the
+retained log gets `event: RESET` (Kubernetes' 410 Gone): re-list, then stream from the
+list's resourceVersion. A client without a revision starts at the current one, announced by
+an `event: BOOKMARK` whose id it will resume from. A client too slow for the live feed is
+disconnected; it resumes from its Last-Event-ID out of the log. Cluster online/offline
+changes come as `event: CLUSTER` (no id: they are not in the change log).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, HTTPException, Query, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from app.hub.feed import FeedItem
+from app.hub.service import HubService
+from app.store import queries
+from app.store.queries import ResourceQuery
+from app.store.records import ChangeRecord, ClusterStatus
+from app.web.deps import HubDep, QueryDep
+
+router = APIRouter()
+
+PING_S = 15
+SEND_TIMEOUT_S = 30
+
+
+def change_event(change: ChangeRecord) -> ServerSentEvent:
+    data = orjson.dumps({"cluster": change.cluster, "object": change.body}).decode()
+    return ServerSentEvent(data=data, event=change.type, id=str(change.revision))
+
+
+def cluster_event(status: ClusterStatus) -> ServerSentEvent:
+    data = orjson.dumps(
+        {"cluster": status.name, "online": status.online, "lastSeen": status.last_seen}
+    ).decode()
+    return ServerSentEvent(data=data, event="CLUSTER")
+
+
+def _since(last_event_id: str | None, resource_version: str | None) -> int | None:
+    raw = last_event_id or resource_version
+    if raw is None or raw == "":
+        return None
+    if not raw.isascii() or not raw.isdigit():
+        raise HTTPException(400, f"Last-Event-ID / resourceVersion must be a revision, got {raw!r}")
+    return int(raw)
+
+
+def _accepts(query: ResourceQuery, clusters_too: bool) -> Any:
+    def accepts(item: FeedItem) -> bool:
+        if isinstance(item, ChangeRecord):
+            return query.matches(item)
+        return clusters_too and (query.cluster is None or item.name == query.cluster)
+
+    return accepts
+
+
+async def _events(
+    hub: HubService, request: Request, query: ResourceQuery, since: int | None
+) -> AsyncIterator[ServerSentEvent]:
+    with hub.feed.subscribe(_accepts(query, clusters_too=True)) as sub:
+        if since is None:
+            last = await queries.current_revision(hub.engine)
+            yield ServerSentEvent(data="{}", event="BOOKMARK", id=str(last))
+        else:
+            oldest = await queries.oldest_retained_revision(hub.engine)
+            current = await queries.current_revision(hub.engine)
+            if since < current and (oldest is None or since < oldest - 1):
+                yield ServerSentEvent(
+                    data=orjson.dumps({"resourceVersion": str(current)}).decode(),
+                    event="RESET",
+                )
+                return
+            last = since
+            while True:
+                page = await queries.changes_after(hub.engine, last, query)
+                for change in page.changes:
+                    yield change_event(change)
+                last = page.last_revision
+                if page.caught_up:
+                    break
+        while not sub.overflowed:
+            item = await sub.queue.get()
+            if isinstance(item, ClusterStatus):
+                yield cluster_event(item)
+            elif item.revision > last:
+                last = item.revision
+                yield change_event(item)
+
+
+@router.get("/stream", tags=["resources"])
+async def stream(
+    request: Request,
+    hub: HubDep,
+    query: QueryDep,
+    cluster: str | None = None,
+    resource_version: Annotated[str | None, Query(alias="resourceVersion")] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> EventSourceResponse:
+    """Live changes matching the same filters as the lists, plus `cluster`."""
+    since = _since(last_event_id, resource_version)
+    query = dataclasses.replace(query, cluster=cluster)
+    return EventSourceResponse(
+        _events(hub, request, query, since), ping=PING_S, send_timeout=SEND_TIMEOUT_S
+    )

@@ -1,0 +1,312 @@
+"""An in-memory Kubernetes API server: just enough of one for a list/watch client.
+
+It serves discovery (`/api/v1`, `/apis/apps/v1`), paginated lists (`limit`/`continue`) and
+watches (chunked newline-delimited JSON, bookmarks, `timeoutSeconds`) over a store with one
+global resourceVersion counter, and lets a test misbehave on purpose: hold watch events back,
+lose history (410 Gone, as an ERROR event or as an HTTP status), end watches, expire a
+continue token, restart the server under open connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import copy
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FakeResource:
+    group_version: str
+    plural: str
+    kind: str
+    namespaced: bool
+
+
+RESOURCES = (
+    FakeResource("v1", "pods/status", "Pod", True),  # a subresource, listed before its parent
+    FakeResource("v1", "pods", "Pod", True),
+    FakeResource("v1", "configmaps", "ConfigMap", True),
+    FakeResource("v1", "nodes", "Node", False),
+    FakeResource("apps/v1", "deployments", "Deployment", True),
+)
+SERVED = {(r.group_version, r.plural): r for r in RESOURCES if "/" not in r.plural}
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    rv: int
+    plural: str  # "" for a bookmark, which every watch receives
+    type: str
+    obj: Obj
+
+
+def _status(code: int, reason: str, message: str) -> Obj:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "reason": reason,
+        "message": message,
+        "code": code,
+    }
+
+
+def _json(body: Obj, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+class FakeKubeApi:
+    """The store, the history of changes and the HTTP server on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.rv = 1000
+        self.port = 0
+        self.watch_requests: list[tuple[str, int]] = []
+        self.list_requests: list[tuple[str, dict[str, str]]] = []
+        self.authorizations: list[str] = []
+        self.expired_as_http = False
+        """Answer a watch from compacted history with HTTP 410 instead of an ERROR event."""
+        self._objects: dict[tuple[str, str, str], Obj] = {}
+        self._history: list[_Change] = []
+        self._compacted_rv = 0
+        self._expire_epoch = 0
+        self._end_epoch = 0
+        self._paused = False
+        self._expire_next_continue = False
+        self._wakeup = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    @asynccontextmanager
+    async def serving(cls) -> AsyncIterator[FakeKubeApi]:
+        api = cls()
+        await api._start()
+        try:
+            yield api
+        finally:
+            await api._stop()
+
+    async def restart(self) -> None:
+        """Stop the server, dropping open watches mid-stream, and start it on the same port."""
+        await self._stop()
+        await self._start()
+
+    # -- changing the store ------------------------------------------------------------
+
+    def create(self, plural: str, name: str, namespace: str = "default", **fields: Any) -> Obj:
+        resource = self._resource(plural)
+        meta: Obj = {"name": name, "uid": str(uuid.uuid4())}
+        if resource.namespaced:
+            meta["namespace"] = namespace
+        obj: Obj = {"apiVersion": resource.group_version, "kind": resource.kind, "metadata": meta}
+        obj.update(fields)
+        return self._record(plural, "ADDED", obj)
+
+    def modify(self, plural: str, name: str, namespace: str = "default", **fields: Any) -> Obj:
+        obj = copy.deepcopy(self._objects[self._key(plural, name, namespace)])
+        obj.update(fields)
+        return self._record(plural, "MODIFIED", obj)
+
+    def delete(self, plural: str, name: str, namespace: str = "default") -> Obj:
+        obj = copy.deepcopy(self._objects[self._key(plural, name, namespace)])
+        return self._record(plural, "DELETED", obj)
+
+    def put_raw(self, plural: str, obj: Obj) -> None:
+        """Store and announce `obj` exactly as given, resourceVersion included."""
+        self.rv += 1
+        meta = obj["metadata"]
+        self._objects[(plural, meta.get("namespace", ""), meta["name"])] = obj
+        self._history.append(_Change(self.rv, plural, "ADDED", obj))
+        self._notify()
+
+    def bookmark(self) -> int:
+        """Send every open watch (that asked for bookmarks) the current resourceVersion."""
+        self._history.append(_Change(self.rv, "", "BOOKMARK", {}))
+        self._notify()
+        return self.rv
+
+    # -- misbehaving -------------------------------------------------------------------
+
+    @contextmanager
+    def watches_paused(self) -> Iterator[None]:
+        """Open watches send nothing while paused (but still end or expire)."""
+        self._paused = True
+        try:
+            yield
+        finally:
+            self._paused = False
+            self._notify()
+
+    def compact(self) -> None:
+        """Forget history: watches and continue tokens from before now get 410 Gone."""
+        self._compacted_rv = self.rv
+
+    def expire_watches(self) -> None:
+        """Compact, and end every open watch with a 410 ERROR event instead of what it missed."""
+        self.compact()
+        self._expire_epoch += 1
+        self._notify()
+
+    def end_watches(self) -> None:
+        """End every open watch cleanly, after it has sent what it has."""
+        self._end_epoch += 1
+        self._notify()
+
+    def expire_next_continue(self) -> None:
+        """The next list request carrying a continue token gets 410 Gone."""
+        self._expire_next_continue = True
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _resource(self, plural: str) -> FakeResource:
+        return next(r for r in SERVED.values() if r.plural == plural)
+
+    def _key(self, plural: str, name: str, namespace: str) -> tuple[str, str, str]:
+        return (plural, namespace if self._resource(plural).namespaced else "", name)
+
+    def _record(self, plural: str, type_: str, obj: Obj) -> Obj:
+        self.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self.rv)
+        key = self._key(plural, obj["metadata"]["name"], obj["metadata"].get("namespace", ""))
+        if type_ == "DELETED":
+            del self._objects[key]
+        else:
+            self._objects[key] = obj
+        self._history.append(_Change(self.rv, plural, type_, copy.deepcopy(obj)))
+        self._notify()
+        return obj
+
+    def _notify(self) -> None:
+        self._wakeup.set()
+        self._wakeup = asyncio.Event()
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/api/{version}", self._discovery)
+        app.router.add_get("/apis/{group}/{version}", self._discovery)
+        app.router.add_get("/api/{version}/{plural}", self._collection)
+        app.router.add_get("/apis/{group}/{version}/{plural}", self._collection)
+        runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        self.port = runner.addresses[0][1]
+        self._runner = runner
+
+    async def _stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @staticmethod
+    def _group_version(request: web.Request) -> str:
+        group = request.match_info.get("group")
+        version = request.match_info["version"]
+        return f"{group}/{version}" if group else version
+
+    async def _discovery(self, request: web.Request) -> web.Response:
+        group_version = self._group_version(request)
+        resources = [
+            {"name": r.plural, "kind": r.kind, "namespaced": r.namespaced, "verbs": ["list"]}
+            for r in RESOURCES
+            if r.group_version == group_version
+        ]
+        if not resources:
+            return _json(_status(404, "NotFound", "the server could not find it"), 404)
+        body = {"kind": "APIResourceList", "groupVersion": group_version, "resources": resources}
+        return _json(body)
+
+    async def _collection(self, request: web.Request) -> web.StreamResponse:
+        self.authorizations.append(request.headers.get("Authorization", ""))
+        resource = SERVED.get((self._group_version(request), request.match_info["plural"]))
+        if resource is None:
+            return _json(_status(404, "NotFound", "the server could not find it"), 404)
+        if request.query.get("watch") in ("1", "true"):
+            return await self._watch(request, resource)
+        return self._list(resource, dict(request.query))
+
+    def _list(self, resource: FakeResource, query: dict[str, str]) -> web.Response:
+        self.list_requests.append((resource.plural, query))
+        token = query.get("continue", "")
+        if token and (self._expire_next_continue or int(token.split("/")[0]) < self._compacted_rv):
+            self._expire_next_continue = False
+            return _json(_status(410, "Expired", "continue token too old"), 410)
+        snapshot_rv, offset = (int(part) for part in token.split("/")) if token else (self.rv, 0)
+        items = []
+        for key in sorted(k for k in self._objects if k[0] == resource.plural):
+            item = copy.deepcopy(self._objects[key])
+            item.pop("apiVersion", None)  # as in real Kubernetes, list items lack these
+            item.pop("kind", None)
+            items.append(item)
+        limit = int(query.get("limit", "0")) or len(items)
+        page = items[offset : offset + limit]
+        meta = {"resourceVersion": str(snapshot_rv)}
+        if offset + len(page) < len(items):
+            meta["continue"] = f"{snapshot_rv}/{offset + len(page)}"
+        kind = f"{resource.kind}List"
+        body = {"kind": kind, "apiVersion": resource.group_version, "metadata": meta}
+        return _json(body | {"items": page})
+
+    async def _watch(self, request: web.Request, resource: FakeResource) -> web.StreamResponse:
+        start_rv = int(request.query.get("resourceVersion") or self.rv)
+        self.watch_requests.append((resource.plural, start_rv))
+        expired = _status(410, "Expired", f"too old resource version: {start_rv}")
+        if start_rv < self._compacted_rv and self.expired_as_http:
+            return _json(expired, 410)
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        bookmarks = request.query.get("allowWatchBookmarks") == "true"
+        timeout_s = float(request.query.get("timeoutSeconds", "3600"))
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        position = bisect.bisect_right([c.rv for c in self._history], start_rv)
+        expire_epoch, end_epoch = self._expire_epoch, self._end_epoch
+        lost = start_rv < self._compacted_rv
+        while True:
+            wakeup = self._wakeup
+            if lost or self._expire_epoch != expire_epoch:
+                await response.write(orjson.dumps({"type": "ERROR", "object": expired}) + b"\n")
+                break
+            if not self._paused:
+                for change in self._history[position:]:
+                    event = self._event_for(change, resource, bookmarks)
+                    if event is not None:
+                        await response.write(orjson.dumps(event) + b"\n")
+                position = len(self._history)
+            if self._end_epoch != end_epoch:
+                break
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await wakeup.wait()
+            except TimeoutError:
+                break
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    def _event_for(change: _Change, resource: FakeResource, bookmarks: bool) -> Obj | None:
+        if change.type == "BOOKMARK":
+            if not bookmarks:
+                return None
+            obj = {
+                "apiVersion": resource.group_version,
+                "kind": resource.kind,
+                "metadata": {"resourceVersion": str(change.rv)},
+            }
+            return {"type": "BOOKMARK", "object": obj}
+        if change.plural != resource.plural:
+            return None
+        return {"type": change.type, "object": change.obj}

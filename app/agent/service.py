@@ -180,8 +180,9 @@ class Agent:
             )
             self.pending.clear()
             self.request_relist(self.source.kinds)
-        self._send(self._digest, first=True)
         self._send(self._hello(), first=True)
+        # after anything already queued (snapshot chunks): it must describe what precedes it
+        self._send(self._digest)
 
     async def _on_request(self, topic: str, payload: bytes) -> None:
         try:
@@ -191,7 +192,8 @@ class Agent:
             return
         if not request.kinds:
             self._send(self._hello())
-        self.request_relist(request.kinds or self.source.kinds)
+        watched = tuple(k for k in request.kinds if k in self.source.kinds)
+        self.request_relist(watched if request.kinds else self.source.kinds)
 
     def request_relist(self, kinds: tuple[KindKey, ...]) -> None:
         self._relist.update(kinds)

@@ -198,7 +198,7 @@ class MqttLink:
             self._connector.cancel()
             await asyncio.gather(self._connector, return_exceptions=True)
         try:
-            await asyncio.wait_for(self._client.disconnect(session_expiry_interval=None), 5)
+            await asyncio.wait_for(self._client.disconnect(), 5)
         except Exception as exc:  # closing anyway; the session stays on the broker
             log.debug("disconnect from %s failed: %s", self.options.url, exc)
         self._state.connected.clear()

@@ -74,7 +74,8 @@ async def _events(
         else:
             oldest = await queries.oldest_retained_revision(hub.engine)
             current = await queries.current_revision(hub.engine)
-            if since < current and (oldest is None or since < oldest - 1):
+            trimmed = since < current and (oldest is None or since < oldest - 1)
+            if trimmed or since > current:  # too old, or from another database's history
                 yield ServerSentEvent(
                     data=orjson.dumps({"resourceVersion": str(current)}).decode(),
                     event="RESET",

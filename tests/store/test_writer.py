@@ -1,0 +1,131 @@
+"""The writer's guarantees, on SQLite and PostgreSQL alike."""
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.informer.deltas import (
+    CheckDigest,
+    ClusterHello,
+    ClusterOffline,
+    ClusterSeen,
+    Sweep,
+    Upsert,
+)
+from app.informer.digest import kind_digest
+from app.informer.objects import KindKey
+from app.store.tables import changes, resources
+from app.store.writer import InventoryWriter
+from tests.objects import event
+
+PODS = KindKey("v1", "Pod")
+
+
+async def live(engine: AsyncEngine) -> dict[str, int]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(resources.c.name, resources.c.resource_version).where(
+                resources.c.deleted.is_(False)
+            )
+        )
+        return dict(rows.all())
+
+
+async def test_events_are_stored_and_logged_with_increasing_revisions(engine: AsyncEngine) -> None:
+    writer = InventoryWriter(engine)
+    applied = await writer.apply(
+        [
+            Upsert("c1", event("ADDED", "a", 1)),
+            Upsert("c1", event("MODIFIED", "a", 2)),
+            Upsert("c1", event("ADDED", "b", 3)),
+        ]
+    )
+    assert [(c.type, c.name, c.revision) for c in applied.changes] == [
+        ("ADDED", "a", 1),
+        ("MODIFIED", "a", 2),
+        ("ADDED", "b", 3),
+    ]
+    again = await writer.apply([Upsert("c1", event("MODIFIED", "b", 4))])
+    assert again.changes[0].revision == 4
+    assert await live(engine) == {"a": 2, "b": 4}
+
+
+async def test_stale_and_duplicate_events_change_nothing(engine: AsyncEngine) -> None:
+    writer = InventoryWriter(engine)
+    await writer.apply([Upsert("c1", event("ADDED", "a", 5))])
+    applied = await writer.apply(
+        [Upsert("c1", event("MODIFIED", "a", 5)), Upsert("c1", event("MODIFIED", "a", 3))]
+    )
+    assert applied.changes == [] and applied.skipped == 2
+    assert await live(engine) == {"a": 5}
+
+
+async def test_tombstone_beats_a_late_older_event(engine: AsyncEngine) -> None:
+    writer = InventoryWriter(engine)
+    await writer.apply([Upsert("c1", event("ADDED", "a", 1))])
+    deleted = await writer.apply([Upsert("c1", event("DELETED", "a", 4))])
+    assert [c.type for c in deleted.changes] == ["DELETED"]
+    late = await writer.apply([Upsert("c1", event("MODIFIED", "a", 3))])
+    assert late.changes == [] and await live(engine) == {}
+    recreated = await writer.apply([Upsert("c1", event("ADDED", "a", 9, uid="new"))])
+    assert [c.type for c in recreated.changes] == ["ADDED"]
+
+
+async def test_delete_of_an_unknown_object_leaves_only_a_tombstone(engine: AsyncEngine) -> None:
+    writer = InventoryWriter(engine)
+    applied = await writer.apply(
+        [Upsert("c1", event("DELETED", "ghost", 4)), Upsert("c1", event("ADDED", "ghost", 2))]
+    )
+    assert applied.changes == [] and await live(engine) == {}
+
+
+async def test_sweep_deletes_only_unseen_objects_not_newer_than_the_listing(
+    engine: AsyncEngine,
+) -> None:
+    writer = InventoryWriter(engine)
+    await writer.apply(
+        [Upsert("c1", event("ADDED", n, rv)) for n, rv in [("keep", 1), ("gone", 2), ("newer", 20)]]
+    )
+    await writer.apply([Upsert("c2", event("ADDED", "other-cluster", 1))])
+    applied = await writer.apply(
+        [Sweep("c1", PODS, frozenset({("default", "keep")}), resource_version=10)]
+    )
+    assert [(c.type, c.name, c.cluster) for c in applied.changes] == [("DELETED", "gone", "c1")]
+    assert await live(engine) == {"keep": 1, "newer": 20, "other-cluster": 1}
+    # the tombstone is at the listing's resourceVersion: an older event cannot resurrect it
+    late = await writer.apply([Upsert("c1", event("MODIFIED", "gone", 9))])
+    assert late.changes == []
+
+
+async def test_digest_mismatch_asks_for_a_relist(engine: AsyncEngine) -> None:
+    writer = InventoryWriter(engine)
+    await writer.apply([Upsert("c1", event("ADDED", "a", 1))])
+    same = kind_digest([("uid-default-a", 1)])
+    applied = await writer.apply([CheckDigest("c1", {PODS: same})])
+    assert applied.resync == {}
+    applied = await writer.apply([CheckDigest("c1", {PODS: kind_digest([])})])
+    assert applied.resync == {"c1": {PODS}}
+
+
+async def test_cluster_lifecycle_reports_online_changes(engine: AsyncEngine) -> None:
+    writer = InventoryWriter(engine)
+    hello = ClusterHello("c1", {"env": "prod"}, (PODS,), 5.0, "1")
+    applied = await writer.apply([hello, ClusterSeen("c1")])
+    assert [(s.name, s.online) for s in applied.clusters] == [("c1", True)]
+    assert (await writer.apply([ClusterSeen("c1")])).clusters == []
+    assert [s.online for s in (await writer.apply([ClusterOffline("c1", "bye")])).clusters] == [
+        False
+    ]
+
+
+async def test_heartbeat_from_an_unknown_cluster_asks_for_everything(engine: AsyncEngine) -> None:
+    applied = await InventoryWriter(engine).apply([ClusterSeen("stranger")])
+    assert applied.resync == {"stranger": set()}
+
+
+async def test_a_large_batch_is_one_transaction(engine: AsyncEngine) -> None:
+    writer = InventoryWriter(engine)
+    deltas = [Upsert("c1", event("ADDED", f"p{i}", i + 1)) for i in range(2500)]
+    applied = await writer.apply(deltas)
+    assert len(applied.changes) == 2500
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.max(changes.c.revision))) == 2500

@@ -142,7 +142,7 @@ async def test_killed_agent_goes_offline_and_its_replacement_makes_the_hub_exact
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
         await wait_until(
             lambda: _equal(hub_names(http, "prod-1"), expected_first),
-            timeout=30,
+            within=30,
             what="first agent synced",
         )
         first.send_signal(signal.SIGKILL)
@@ -155,7 +155,7 @@ async def test_killed_agent_goes_offline_and_its_replacement_makes_the_hub_exact
         )
         await wait_until(
             lambda: _equal(hub_names(http, "prod-1"), expected),
-            timeout=30,
+            within=30,
             what="deletes made while down are gone",
         )
         assert await online(http, "prod-1") is True
@@ -194,7 +194,7 @@ async def test_hub_killed_mid_stream_loses_nothing(
         try:
             await wait_until(
                 lambda: _equal(hub_names(http, "prod-2"), sim_names(sim)),
-                timeout=30,
+                within=30,
                 what="hub caught up after its restart",
             )
         finally:
@@ -218,7 +218,7 @@ async def test_broker_restarted_mid_stream_loses_nothing(
             await asyncio.sleep(0.05)
         await wait_until(
             lambda: _equal(hub_names(http, "prod-3"), sim_names(sim)),
-            timeout=30,
+            within=30,
             what="caught up after the broker restart",
         )
 

@@ -164,7 +164,7 @@ async def test_changes_made_while_the_broker_is_down_arrive_conflated(
             assert len(agent.pending) < 1000  # conflated per object
             broker.start()
             await wait_until(
-                lambda: in_sync(hub, "edge-1", sim), timeout=20, what="sync after the outage"
+                lambda: in_sync(hub, "edge-1", sim), within=20, what="sync after the outage"
             )
 
 

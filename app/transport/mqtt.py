@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -24,6 +23,8 @@ from urllib.parse import urlsplit
 
 from gmqtt import Client, Message
 from gmqtt.storage import PersistentStorage
+
+from app.backoff import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,6 @@ def parse_broker_url(url: str) -> tuple[str, int, bool]:
         raise ValueError(f"broker URL must look like mqtt://host:port, got {url!r}")
     tls = parts.scheme == "mqtts"
     return parts.hostname, parts.port or (8883 if tls else 1883), tls
-
-
-def backoff_delay(attempt: int, base_s: float, cap_s: float) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    return random.uniform(0, min(cap_s, base_s * 2 ** min(attempt, 30)))
 
 
 class InflightWindow(PersistentStorage):  # type: ignore[misc]

@@ -11,10 +11,10 @@ import orjson
 import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
 
-from app.agent.sources.backoff import Backoff
 from app.agent.sources.base import Listing
 from app.agent.sources.kube_api import UnknownKind
 from app.agent.sources.kubernetes import KubernetesSource
+from app.backoff import Backoff
 from app.informer.objects import EventType, KindKey, WatchEvent
 
 from .fake_kube_api import FakeKubeApi

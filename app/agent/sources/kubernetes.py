@@ -26,7 +26,6 @@ import aiohttp
 import orjson
 from kubernetes_asyncio.client import ApiClient
 
-from app.agent.sources.backoff import Backoff
 from app.agent.sources.base import Listing, SourceSink
 from app.agent.sources.kube_api import (
     ApiResource,
@@ -36,6 +35,7 @@ from app.agent.sources.kube_api import (
     error_from_status,
     load_configuration,
 )
+from app.backoff import Backoff
 from app.informer.objects import (
     EventType,
     InvalidObject,

@@ -26,3 +26,9 @@ class Backoff:
 
     def reset(self) -> None:
         self._next_s = self._initial_s
+
+
+def backoff_delay(attempt: int, base_s: float, cap_s: float) -> float:
+    """Stateless form, for callers that count attempts themselves (gmqtt does): exponential
+    with full jitter, uniform in [0, min(cap, base * 2**attempt)]."""
+    return random.uniform(0, min(cap_s, base_s * 2 ** min(attempt, 30)))

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import String, and_, column, select, update, values
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -73,10 +73,15 @@ class _Batch:
             chunk = todo[i : i + _PREFETCH_CHUNK]
             for key in chunk:
                 self.stored[key] = None
-            query = select(*cols, resources.c.resource_version, resources.c.deleted).where(
-                tuple_(*cols).in_(
-                    [(k.cluster, k.api_version, k.kind, k.namespace, k.name) for k in chunk]
-                )
+            # A join with a VALUES list uses the unique index on SQLite and PostgreSQL;
+            # `tuple_(...).in_(...)` made SQLite scan the table (57 ms vs 2.4 ms per 500 keys).
+            wanted = (
+                values(*(column(c, String) for c in KEY_COLUMNS), name="wanted")
+                .data([(k.cluster, k.api_version, k.kind, k.namespace, k.name) for k in chunk])
+                .cte("wanted")
+            )
+            query = select(*cols, resources.c.resource_version, resources.c.deleted).select_from(
+                resources.join(wanted, and_(*(resources.c[c] == wanted.c[c] for c in KEY_COLUMNS)))
             )
             for row in await self.conn.execute(query):
                 self.stored[ResourceKey(*row[:5])] = _Stored(row[5], row[6])

@@ -1,0 +1,642 @@
+"""`make bench`: ingest throughput and change-to-SSE latency, everything local, in one run.
+
+Processes: a private Mosquitto (`app.broker`), the hub as in production (`python -m app hub`,
+uvicorn + HubService, SQLite file in a temp dir), and every simulated agent in one child
+process (`bench/fleet.py`), so the hub has its own interpreter and the agents theirs. This
+process only drives the fleet, polls the hub's SQLite file and reads the SSE stream.
+
+Phases, in order:
+  (c) raw storage: the same kind of rows straight into a fresh SQLite DB through
+      `InventoryWriter.apply`, in batches of the hub's batch size (run first, on a quiet machine);
+  (a) initial sync: N agents start, time until the hub holds N x objects live rows;
+  (b) sustained ingest: `--changes` changes driven through the agents as fast as they take
+      them; committed changes/s measured on the hub's revision counter;
+  (d) latency: `--rate` changes/s for `--seconds`, each stamped with its wall-clock time in an
+      annotation; latency = SSE receive time - stamp.
+Prints a table and writes bench/results/ingest.json. With `--profile` (needs py-spy in the
+venv), the hub is sampled in each live phase: bench/results/hub-<phase>.folded, summarized
+in the JSON under `hub_profile`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from app.agent.sources.sim import SimulatedCluster
+from app.broker import Mosquitto, free_port
+from app.informer.deltas import Upsert
+from app.informer.objects import WatchEvent
+from app.store.db import create_engine
+from app.store.migrate import upgrade_async
+from app.store.writer import InventoryWriter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fleet import SEQ_ANNOTATION, T0_ANNOTATION, build_clusters, run_fleet
+from hub_profile import sampled
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "ingest.json"
+HUB_BATCH = 5000
+"""HubSettings.batch_max_events: the raw-storage phase applies batches of this size."""
+POLL_S = 0.1
+SYNC_TIMEOUT_S = 120
+IDLE_CORES = 0.15
+IDLE_WINDOW_S = 0.5
+"""A phase is over when the hub uses under IDLE_CORES of a core over IDLE_WINDOW_S."""
+Reply = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Params:
+    clusters: int
+    objects: int
+    changes: int
+    burst: int
+    rate: float
+    seconds: float
+    quick: bool
+    profile: bool
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Params:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clusters", type=int, help="simulated clusters (default 100)")
+    parser.add_argument("--objects", type=int, help="objects per cluster (default 1000)")
+    parser.add_argument("--changes", type=int, help="changes for (b) and (c) (default 200000)")
+    parser.add_argument("--burst", type=int, default=100, help="mutate() calls per cluster turn")
+    parser.add_argument("--rate", type=float, default=2000, help="changes/s for the latency phase")
+    parser.add_argument("--seconds", type=float, help="latency phase duration (default 10)")
+    parser.add_argument("--quick", action="store_true", help="a small run (10 x 200, 20k changes)")
+    parser.add_argument(
+        "--profile", action="store_true", help="sample the hub with py-spy in each live phase"
+    )
+    args = parser.parse_args(argv)
+    small = args.quick
+
+    def pick(value: Any, full: Any, quick: Any) -> Any:
+        return value if value is not None else (quick if small else full)
+
+    return Params(
+        clusters=pick(args.clusters, 100, 10),
+        objects=pick(args.objects, 1000, 200),
+        changes=pick(args.changes, 200_000, 20_000),
+        burst=args.burst,
+        rate=args.rate,
+        seconds=pick(args.seconds, 10.0, 3.0),
+        quick=small,
+        profile=args.profile,
+    )
+
+
+def machine_info() -> Reply:
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "sqlite": sqlite3.sqlite_version,
+        "load_avg_at_start": os.getloadavg(),
+    }
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+class DbProbe:
+    """Reads the hub's SQLite file from outside (WAL: readers never block the writer)."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+
+    def live_rows(self) -> int:
+        return int(
+            self._conn.execute("SELECT count(*) FROM resources WHERE deleted=0").fetchone()[0]
+        )
+
+    def revision(self) -> int:
+        return int(self._conn.execute("SELECT value FROM revision_counter").fetchone()[0])
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class CpuMeter:
+    """CPU seconds used by the benchmark's processes (Linux /proc), to see where time goes."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def seconds(self, pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
+
+    def snapshot(self) -> dict[str, float]:
+        return {name: self.seconds(pid) for name, pid in self.pids.items()}
+
+    def since(self, before: dict[str, float]) -> dict[str, float]:
+        now = self.snapshot()
+        return {name: round(now[name] - before[name], 2) for name in now}
+
+    def wait_idle(self, name: str, timeout: float, tick: Callable[[], None]) -> float:
+        """Wait until process `name` uses under IDLE_CORES for IDLE_WINDOW_S; seconds waited."""
+        pid, started = self.pids[name], time.monotonic()
+        while time.monotonic() - started < timeout:
+            cpu, t = self.seconds(pid), time.monotonic()
+            while time.monotonic() - t < IDLE_WINDOW_S:
+                time.sleep(POLL_S)
+                tick()
+            if (self.seconds(pid) - cpu) / (time.monotonic() - t) < IDLE_CORES:
+                break
+        return time.monotonic() - started
+
+
+class RevisionTrace:
+    """The hub's revision counter sampled over time, relative to where it started."""
+
+    def __init__(self, probe: DbProbe) -> None:
+        self.probe = probe
+        self.base = probe.revision()
+        self.started = time.monotonic()
+        self.samples: list[tuple[float, int]] = [(0.0, 0)]
+
+    @property
+    def committed(self) -> int:
+        return self.samples[-1][1]
+
+    def sample(self) -> None:
+        self.samples.append((time.monotonic() - self.started, self.probe.revision() - self.base))
+
+    def time_to(self, level: float) -> float:
+        """The first sampled time at which `level` changes were committed."""
+        return next(t for t, n in self.samples if n >= level)
+
+
+class FleetHandle:
+    """The parent's side of the fleet process: one command at a time, one reply each."""
+
+    def __init__(self, broker_url: str, clusters: int, objects: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self.process = ctx.Process(
+            target=run_fleet, args=(child, broker_url, clusters, objects), daemon=True
+        )
+        self.process.start()
+        self._wait(self._conn, 120.0)
+
+    @staticmethod
+    def _wait(conn: Connection, timeout: float, tick: Callable[[], None] | None = None) -> Reply:
+        deadline = time.monotonic() + timeout
+        while not conn.poll(POLL_S):
+            if tick:
+                tick()
+            if time.monotonic() > deadline:
+                raise TimeoutError("the agent fleet did not answer")
+        reply: Reply = conn.recv()
+        return reply
+
+    def call(
+        self, *command: Any, timeout: float = 300.0, tick: Callable[[], None] | None = None
+    ) -> Reply:
+        """Send a command; while waiting for its reply, call `tick` every POLL_S."""
+        self._conn.send(command)
+        return self._wait(self._conn, timeout, tick)
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            try:
+                self.call("stop", timeout=60)
+            finally:
+                self.process.join(10)
+        if self.process.is_alive():
+            self.process.terminate()
+
+
+@dataclass(frozen=True)
+class Hub:
+    url: str
+    pid: int
+
+
+@contextmanager
+def hub_process(broker_url: str, db_path: Path, log_path: Path) -> Iterator[Hub]:
+    """`python -m app hub` on a free port, until the block ends; entered once it is ready."""
+    port = free_port()
+    command = [
+        *(sys.executable, "-m", "app", "hub", "--broker", broker_url),
+        *("--database-url", f"sqlite:///{db_path}", "--port", str(port)),
+        *("--replica-id", "bench-hub", "--log-level", "INFO"),
+    ]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, proc, log_path)
+        yield Hub(base, proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the hub exited:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                time.sleep(0.5)  # the subscription is requested on connect; let it settle
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the hub was not ready within 60 s:\n{log_path.read_text()[-3000:]}")
+
+
+def hub_log_summary(path: Path) -> Reply:
+    """What the hub said (at INFO): relist requests, warnings and errors, with examples."""
+    lines = path.read_text(errors="replace").splitlines()
+    relists = [line for line in lines if "to relist" in line]
+    problems = [line for line in lines if " WARNING " in line or " ERROR " in line]
+    return {
+        "relist_requests": len(relists),
+        "warnings_and_errors": len(problems),
+        "examples": relists[:3] + problems[:5],
+    }
+
+
+def percentile(values: Sequence[float], pct: int) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
+
+
+# -- (c) raw storage ----------------------------------------------------------------------
+
+
+class _Collector:
+    """A SourceSink turning a simulated cluster's events into Upserts."""
+
+    def __init__(self, cluster: str, out: list[Upsert]) -> None:
+        self.cluster = cluster
+        self.out = out
+
+    def event(self, event: WatchEvent) -> None:
+        self.out.append(Upsert(self.cluster, event))
+
+    def listed(self, listing: object) -> None:
+        pass
+
+
+async def _snapshot_batches(
+    sims: Sequence[SimulatedCluster], size: int
+) -> AsyncIterator[list[Upsert]]:
+    batch: list[Upsert] = []
+    for sim in sims:
+        for kind in sim.kinds:
+            for obj in (await sim.list(kind)).items:
+                batch.append(Upsert(sim.cluster, WatchEvent.of("ADDED", obj)))
+                if len(batch) == size:
+                    yield batch
+                    batch = []
+    if batch:
+        yield batch
+
+
+async def _change_batches(
+    sims: Sequence[SimulatedCluster], total: int, size: int, burst: int
+) -> AsyncIterator[list[Upsert]]:
+    """`total` churn events, mutated `burst` per cluster in turn as the fleet does."""
+    out: list[Upsert] = []
+    runs = [asyncio.create_task(sim.run(_Collector(sim.cluster, out))) for sim in sims]
+    await asyncio.sleep(0)  # let every run() take its sink
+    made = 0
+    try:
+        while made < total:
+            for sim in sims:
+                n = min(burst, total - made)
+                sim.mutate(n)
+                made += n
+                if len(out) >= size or made >= total:
+                    yield out[:size]
+                    del out[:size]
+        if out:
+            yield out
+    finally:
+        for run in runs:
+            run.cancel()
+        await asyncio.gather(*runs, return_exceptions=True)
+
+
+async def _timed_apply(
+    writer: InventoryWriter, batches: AsyncIterator[list[Upsert]]
+) -> tuple[int, float]:
+    """Rows applied and the seconds spent in `apply` alone (generating them is not timed)."""
+    rows, spent = 0, 0.0
+    async for batch in batches:
+        started = time.perf_counter()
+        applied = await writer.apply(batch)
+        spent += time.perf_counter() - started
+        rows += len(applied.changes)
+    return rows, spent
+
+
+async def measure_storage(db_path: Path, p: Params) -> Reply:
+    url = f"sqlite:///{db_path}"
+    await upgrade_async(url)
+    engine = create_engine(
+        url, json_serializer=lambda v: orjson.dumps(v).decode(), json_deserializer=orjson.loads
+    )
+    writer = InventoryWriter(engine)
+    sims = build_clusters(p.clusters, p.objects)
+    try:
+        inserted, insert_s = await _timed_apply(writer, _snapshot_batches(sims, HUB_BATCH))
+        changed, change_s = await _timed_apply(
+            writer, _change_batches(sims, p.changes, HUB_BATCH, p.burst)
+        )
+    finally:
+        await engine.dispose()
+    return {
+        "batch": HUB_BATCH,
+        "insert_rows": inserted,
+        "insert_seconds": insert_s,
+        "insert_rows_per_s": inserted / insert_s,
+        "change_rows": changed,
+        "change_seconds": change_s,
+        "change_rows_per_s": changed / change_s,
+    }
+
+
+# -- (a) initial sync ---------------------------------------------------------------------
+
+
+def measure_sync(fleet: FleetHandle, probe: DbProbe, cpu: CpuMeter, expected: int) -> Reply:
+    before = cpu.snapshot()
+    started = time.monotonic()
+    fleet.call("start")
+    rows = probe.live_rows()
+    while rows < expected and time.monotonic() - started < SYNC_TIMEOUT_S:
+        time.sleep(POLL_S)
+        rows = probe.live_rows()
+    seconds = time.monotonic() - started
+    used = cpu.since(before)
+    trace = RevisionTrace(probe)
+    settle_s = cpu.wait_idle("hub", 120, trace.sample)  # (b) starts on an idle hub
+    return {
+        "expected_rows": expected,
+        "rows": rows,
+        "complete": rows >= expected,
+        "seconds": seconds,
+        "objects_per_s": rows / seconds,
+        "cpu_s": used,
+        "hub_idle_after_s": seconds + settle_s,
+        "revisions_while_settling": trace.committed,
+    }
+
+
+# -- (b) sustained ingest -----------------------------------------------------------------
+
+
+def measure_sustained(fleet: FleetHandle, probe: DbProbe, cpu: CpuMeter, p: Params) -> Reply:
+    sent_before = fleet.call("stats")["sent"]
+    before = cpu.snapshot()
+    trace = RevisionTrace(probe)
+    churned = fleet.call("churn", p.changes, p.burst, tick=trace.sample)
+    drained = fleet.call("drain", tick=trace.sample)
+    drained_at = time.monotonic() - trace.started
+    cpu.wait_idle("hub", 300, trace.sample)
+    trace.sample()
+    committed = trace.committed
+    seconds = trace.time_to(committed)
+    t10, t90 = trace.time_to(0.1 * committed), trace.time_to(0.9 * committed)
+    return {
+        "mutations": churned["mutations"],
+        "events_sent": drained["sent"] - sent_before,
+        "committed": committed,
+        "agent_seconds": churned["seconds"],
+        "agent_mutations_per_s": churned["mutations"] / churned["seconds"],
+        "agents_drained_at_s": drained_at,
+        "seconds": seconds,
+        "changes_per_s": committed / seconds if seconds else 0.0,
+        "steady_changes_per_s": 0.8 * committed / (t90 - t10) if t90 > t10 else None,
+        "cpu_s": cpu.since(before),
+    }
+
+
+# -- (d) change-to-SSE latency ------------------------------------------------------------
+
+
+@dataclass
+class SseCollector:
+    """Reads GET /stream; for each stamped change, latency = receive time - stamp."""
+
+    latencies: dict[int, float] = field(default_factory=dict)
+    bookmark: asyncio.Event = field(default_factory=asyncio.Event)
+    expected: int | None = None
+    complete: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def expect(self, count: int) -> None:
+        self.expected = count
+        if len(self.latencies) >= count:
+            self.complete.set()
+
+    async def read(self, response: httpx.Response) -> None:
+        async for line in response.aiter_lines():
+            if line.startswith("event:") and line.endswith("BOOKMARK"):
+                self.bookmark.set()
+            elif line.startswith("data:") and T0_ANNOTATION in line:
+                self._record(line[5:], time.time())
+
+    def _record(self, data: str, received: float) -> None:
+        annotations = orjson.loads(data)["object"]["metadata"]["annotations"]
+        seq = int(annotations[SEQ_ANNOTATION])
+        self.latencies.setdefault(seq, received - float(annotations[T0_ANNOTATION]))
+        if self.expected is not None and len(self.latencies) >= self.expected:
+            self.complete.set()
+
+
+async def measure_latency(fleet: FleetHandle, hub: Hub, p: Params) -> Reply:
+    collector = SseCollector()
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(None)) as client,
+        client.stream("GET", f"{hub.url}/stream") as response,
+    ):
+        reader = asyncio.create_task(collector.read(response))
+        await asyncio.wait_for(collector.bookmark.wait(), 10)
+        stamped = await asyncio.to_thread(fleet.call, "stamp", p.rate, p.seconds)
+        collector.expect(stamped["stamped"])
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(collector.complete.wait(), 10)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+    ms = sorted(1000 * v for v in collector.latencies.values())
+    return {
+        "rate": p.rate,
+        "seconds": stamped["seconds"],
+        "stamped": stamped["stamped"],
+        "received": len(ms),
+        "achieved_rate": stamped["stamped"] / stamped["seconds"],
+        "p50_ms": percentile(ms, 50),
+        "p90_ms": percentile(ms, 90),
+        "p99_ms": percentile(ms, 99),
+        "max_ms": ms[-1] if ms else None,
+    }
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+DEFINITIONS = {
+    "initial_sync.seconds": "agents started -> hub DB holds clusters x objects live rows",
+    "sustained.changes_per_s": "hub revisions committed / seconds from the first mutation "
+    "to the last commit; steady_changes_per_s: between 10% and 90% of them",
+    "raw_storage.change_rows_per_s": "InventoryWriter.apply of churn events (batches of 5000) "
+    "on a DB holding clusters x objects rows; only the time inside apply",
+    "latency": "SSE receive time - wall-clock stamp put in the object just before apply",
+    "cpu_s": "CPU seconds per process during the phase (from /proc)",
+}
+
+
+def evaluate(r: Reply, p: Params) -> Reply:
+    ratio = r["sustained"]["changes_per_s"] / r["raw_storage"]["change_rows_per_s"]
+    return {
+        "definitions": DEFINITIONS,
+        "ratio_sustained_to_raw": ratio,
+        "targets": {
+            "sustained_at_least_half_of_raw": ratio >= 0.5,
+            "initial_sync_100x1000_within_10s": (
+                r["initial_sync"]["complete"] and r["initial_sync"]["seconds"] <= 10.0
+                if (p.clusters, p.objects) == (100, 1000)
+                else None
+            ),
+            "p99_sse_under_100ms_at_2000_per_s": (
+                r["latency"]["p99_ms"] < 100 if p.rate == 2000 else None
+            ),
+        },
+    }
+
+
+def _cpu(used: dict[str, float]) -> str:
+    return ", ".join(f"{name} {seconds:.1f}" for name, seconds in used.items())
+
+
+def print_table(r: Reply, p: Params) -> None:
+    a, b, c, d = r["initial_sync"], r["sustained"], r["raw_storage"], r["latency"]
+    rows = [
+        ("(a) initial sync", f"{a['rows']:,} rows in {a['seconds']:.2f} s", "<= 10 s (100x1000)"),
+        ("", f"{a['objects_per_s']:,.0f} objects/s", ""),
+        ("", f"hub idle after {a['hub_idle_after_s']:.1f} s", ""),
+        ("(b) end-to-end ingest", f"{b['changes_per_s']:,.0f} changes/s", ">= (c) / 2"),
+        ("", f"steady 10-90%: {b['steady_changes_per_s'] or 0:,.0f} changes/s", ""),
+        ("", f"{b['committed']:,} committed of {b['mutations']:,} mutations", ""),
+        ("", f"in {b['seconds']:.1f} s; CPU s: {_cpu(b['cpu_s'])}", ""),
+        ("(c) raw storage", f"{c['change_rows_per_s']:,.0f} change rows/s", ""),
+        ("", f"insert: {c['insert_rows_per_s']:,.0f} rows/s", ""),
+        ("(b)/(c)", f"{r['ratio_sustained_to_raw']:.2f}", ">= 0.50"),
+        ("(d) change-to-SSE", f"p50 {d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms", "p99 < 100"),
+        ("", f"at {d['achieved_rate']:,.0f}/s, {d['received']:,}/{d['stamped']:,} seen", ""),
+    ]
+    print(f"\ningest benchmark: {p.clusters} clusters x {p.objects} objects, {p.changes:,} changes")
+    for name, value, target in rows:
+        print(f"  {name:<24}{value:<48}{target}")
+    print(f"  hub relist requests: {r['hub_log']['relist_requests']}")
+    for name, met in r["targets"].items():
+        print(f"  target {name}: {'met' if met else 'n/a' if met is None else 'MISSED'}")
+
+
+def run(p: Params, results: Reply) -> None:
+    """Run every phase, filling `results` as it goes (a failure keeps what was measured)."""
+    with tempfile.TemporaryDirectory(prefix="ti-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        print("(c) raw storage...", flush=True)
+        results["raw_storage"] = asyncio.run(measure_storage(tmp / "raw.db", p))
+        try:
+            run_live(p, results, tmp)
+        finally:
+            results["hub_log"] = hub_log_summary(tmp / "hub.log")
+
+
+def run_live(p: Params, results: Reply, tmp: Path) -> None:
+    """(a), (b) and (d): broker, hub and fleet running."""
+    with (
+        Mosquitto(data_dir=tmp / "mosquitto") as broker,
+        hub_process(broker.url, tmp / "hub.db", tmp / "hub.log") as hub,
+    ):
+        assert broker.process is not None
+        probe = DbProbe(tmp / "hub.db")
+        fleet = FleetHandle(broker.url, p.clusters, p.objects)
+        pids = {"hub": hub.pid, "agents": fleet.process.pid or 0, "broker": broker.process.pid}
+        cpu = CpuMeter({**pids, "bench": os.getpid()})
+        profiles: Reply = results.setdefault("hub_profile", {}) if p.profile else {}
+
+        def phase(name: str) -> AbstractContextManager[None]:
+            print(f"{name}...", flush=True)
+            if not p.profile:
+                return contextlib.nullcontext()
+            out = RESULTS.parent / f"hub-{name.split()[0].strip('()')}.folded"
+            return sampled(hub.pid, out, profiles.setdefault(name, {}))
+
+        try:
+            with phase("(a) initial sync"):
+                results["initial_sync"] = measure_sync(fleet, probe, cpu, p.clusters * p.objects)
+            with phase("(b) sustained ingest"):
+                results["sustained"] = measure_sustained(fleet, probe, cpu, p)
+            with phase("(d) change-to-SSE latency"):
+                before = cpu.snapshot()
+                results["latency"] = asyncio.run(measure_latency(fleet, hub, p))
+                results["latency"]["cpu_s"] = cpu.since(before)
+        finally:
+            fleet.close()
+            probe.close()
+
+
+def write_results(results: Reply) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    params = parse_args(argv)
+    results: Reply = {"params": asdict(params), "machine": machine_info()}
+    try:
+        run(params, results)
+    except BaseException as exc:
+        results["error"] = repr(exc)
+        write_results(results)
+        raise
+    results.update(evaluate(results, params))
+    print_table(results, params)
+    write_results(results)
+
+
+if __name__ == "__main__":
+    main()

@@ -108,6 +108,8 @@ class _BackoffClient(Client):  # type: ignore[misc]
     backoff_cap_s = 15.0
 
     async def reconnect(self, delay: bool = False) -> None:
+        if not self._is_active:  # closed on purpose: no reconnect, no sleep to cancel
+            return
         if delay:
             attempt = self._connection_state.failed_connections
             await asyncio.sleep(backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s))

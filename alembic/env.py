@@ -2,11 +2,11 @@
 
 import asyncio
 
-from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 import app.store.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from alembic import context
 from app.store.db import create_engine
 
 config = context.config

@@ -117,3 +117,48 @@ def sim_agent(
         **options,
     )
     return agent, sim
+
+
+async def in_sync(hub: LiveHub, cluster: str, sim: SimulatedCluster) -> bool:
+    return await hub.names(cluster) == await sim_names(sim)
+
+
+@asynccontextmanager
+async def synced_cluster(
+    broker_url: str,
+    database_url: str,
+    cluster: str,
+    *,
+    hub: dict[str, Any] | None = None,
+    **agent: Any,
+) -> AsyncIterator[tuple[LiveHub, Agent, SimulatedCluster]]:
+    """A live hub and one sim agent, yielded once the hub holds exactly the sim's objects."""
+    from tests.conftest import wait_until
+
+    async with live_hub(broker_url=broker_url, database_url=database_url, **(hub or {})) as live:
+        the_agent, sim = sim_agent(cluster, broker_url, **agent)
+        async with the_agent:
+            await wait_until(lambda: in_sync(live, cluster, sim), what=f"{cluster} synced")
+            yield live, the_agent, sim
+
+
+class SseReader:
+    """Reads events (skipping pings and comments) from one streaming SSE response."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._lines = response.aiter_lines()
+
+    async def next(self, count: int) -> list[dict[str, str]]:
+        events: list[dict[str, str]] = []
+        current: dict[str, str] = {}
+        async for line in self._lines:
+            if not line:
+                if current.get("event"):
+                    events.append(current)
+                    if len(events) == count:
+                        return events
+                current = {}
+                continue
+            field, _, value = line.partition(":")
+            current[field] = value.strip()
+        return events

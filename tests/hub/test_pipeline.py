@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
 import orjson
 from sqlalchemy import delete
 
@@ -14,32 +13,7 @@ from app.store.tables import resources
 from app.transport import cloudevents, topics
 from app.transport.mqtt import LinkOptions, MqttLink
 from tests.conftest import wait_until
-from tests.harness import LiveHub, live_hub, sim_agent, sim_names
-
-
-async def in_sync(hub: LiveHub, cluster: str, sim: Any) -> bool:
-    return await hub.names(cluster) == await sim_names(sim)
-
-
-_readers: dict[int, Any] = {}
-
-
-async def read_events(response: httpx.Response, count: int) -> list[dict[str, Any]]:
-    """Parse the next `count` SSE events (skipping pings) from a streaming response."""
-    lines = _readers.setdefault(id(response), response.aiter_lines())
-    events: list[dict[str, Any]] = []
-    current: dict[str, Any] = {}
-    async for line in lines:
-        if not line:
-            if current.get("event"):
-                events.append(current)
-                if len(events) == count:
-                    return events
-            current = {}
-            continue
-        field, _, value = line.partition(":")
-        current[field] = value.strip()
-    return events
+from tests.harness import LiveHub, SseReader, in_sync, live_hub, sim_agent, synced_cluster
 
 
 async def test_objects_reach_rest_and_stay_exact_under_churn(
@@ -72,22 +46,23 @@ async def _offline(hub: LiveHub, cluster: str) -> bool:
 async def test_list_then_stream_from_its_revision_misses_nothing(
     broker: Mosquitto, tmp_path: Any
 ) -> None:
-    async with live_hub(broker_url=broker.url, database_url=f"sqlite:///{tmp_path}/h.db") as hub:
-        agent, sim = sim_agent("dev-1", broker.url)
-        async with agent:
-            await wait_until(lambda: in_sync(hub, "dev-1", sim))
-            listed = await hub.get("/clusters/dev-1/resources", kind="Pod")
-            rv = int(listed["resourceVersion"])
-            before = sim.resource_version
-            sim.mutate(30)
-            await wait_until(lambda: in_sync(hub, "dev-1", sim))
-            now = int((await hub.get("/resources", limit=1))["resourceVersion"])
-            assert now > rv
-            async with hub.http.stream(
-                "GET", "/stream", params={"cluster": "dev-1", "resourceVersion": str(rv)}
-            ) as response:
-                assert response.status_code == 200
-                events = await read_events(response, now - rv)
+    async with synced_cluster(broker.url, f"sqlite:///{tmp_path}/h.db", "dev-1") as (
+        hub,
+        _agent,
+        sim,
+    ):
+        listed = await hub.get("/clusters/dev-1/resources", kind="Pod")
+        rv = int(listed["resourceVersion"])
+        before = sim.resource_version
+        sim.mutate(30)
+        await wait_until(lambda: in_sync(hub, "dev-1", sim))
+        now = int((await hub.get("/resources", limit=1))["resourceVersion"])
+        assert now > rv
+        async with hub.http.stream(
+            "GET", "/stream", params={"cluster": "dev-1", "resourceVersion": str(rv)}
+        ) as response:
+            assert response.status_code == 200
+            events = await SseReader(response).next(now - rv)
         ids = [int(e["id"]) for e in events]
         assert ids == list(range(rv + 1, now + 1))
         rvs = [
@@ -99,73 +74,70 @@ async def test_list_then_stream_from_its_revision_misses_nothing(
 async def test_live_change_reaches_an_open_stream_and_resume_skips_nothing(
     broker: Mosquitto, tmp_path: Any
 ) -> None:
-    async with live_hub(broker_url=broker.url, database_url=f"sqlite:///{tmp_path}/h.db") as hub:
-        agent, sim = sim_agent("dev-1", broker.url)
-        async with agent:
-            await wait_until(lambda: in_sync(hub, "dev-1", sim))
-            async with hub.http.stream("GET", "/stream", params={"kind": "Pod"}) as response:
-                (bookmark,) = await read_events(response, 1)
-                assert bookmark["event"] == "BOOKMARK"
-                pod = next(iter((await sim.list(sim.kinds[1])).items))
-                pod["metadata"]["labels"]["touched"] = "yes"
-                sim.apply(pod)
-                (change,) = await read_events(response, 1)
-            assert change["event"] == "MODIFIED"
-            data = orjson.loads(change["data"])
-            assert data["cluster"] == "dev-1"
-            assert data["object"]["metadata"]["labels"]["touched"] == "yes"
-            sim.mutate(10)
-            await wait_until(lambda: in_sync(hub, "dev-1", sim))
-            now = int((await hub.get("/resources", limit=1))["resourceVersion"])
-            last = int(change["id"])
-            headers = {"Last-Event-ID": change["id"]}
-            async with hub.http.stream("GET", "/stream", headers=headers) as response:
-                resumed = await read_events(response, now - last)
-            assert [int(e["id"]) for e in resumed] == list(range(last + 1, now + 1))
+    async with synced_cluster(broker.url, f"sqlite:///{tmp_path}/h.db", "dev-1") as (
+        hub,
+        _agent,
+        sim,
+    ):
+        async with hub.http.stream("GET", "/stream", params={"kind": "Pod"}) as response:
+            reader = SseReader(response)
+            (bookmark,) = await reader.next(1)
+            assert bookmark["event"] == "BOOKMARK"
+            pod = next(iter((await sim.list(sim.kinds[1])).items))
+            pod["metadata"]["labels"]["touched"] = "yes"
+            sim.apply(pod)
+            (change,) = await reader.next(1)
+        assert change["event"] == "MODIFIED"
+        data = orjson.loads(change["data"])
+        assert data["cluster"] == "dev-1"
+        assert data["object"]["metadata"]["labels"]["touched"] == "yes"
+        sim.mutate(10)
+        await wait_until(lambda: in_sync(hub, "dev-1", sim))
+        now = int((await hub.get("/resources", limit=1))["resourceVersion"])
+        last = int(change["id"])
+        headers = {"Last-Event-ID": change["id"]}
+        async with hub.http.stream("GET", "/stream", headers=headers) as response:
+            resumed = await SseReader(response).next(now - last)
+        assert [int(e["id"]) for e in resumed] == list(range(last + 1, now + 1))
 
 
 async def test_resume_from_a_trimmed_revision_gets_reset(broker: Mosquitto, tmp_path: Any) -> None:
-    async with live_hub(
-        broker_url=broker.url, database_url=f"sqlite:///{tmp_path}/h.db", retain_changes=10
-    ) as hub:
-        agent, sim = sim_agent("dev-1", broker.url)
-        async with agent:
-            await wait_until(lambda: in_sync(hub, "dev-1", sim))
-            await asyncio.sleep(0.5)  # let maintenance trim the log
-            async with hub.http.stream("GET", "/stream", params={"resourceVersion": "1"}) as r:
-                (reset,) = await read_events(r, 1)
-            assert reset["event"] == "RESET"
+    async with synced_cluster(
+        broker.url, f"sqlite:///{tmp_path}/h.db", "dev-1", hub={"retain_changes": 10}
+    ) as (hub, _agent, _sim):
+        await asyncio.sleep(0.5)  # let maintenance trim the log
+        async with hub.http.stream("GET", "/stream", params={"resourceVersion": "1"}) as r:
+            (reset,) = await SseReader(r).next(1)
+        assert reset["event"] == "RESET"
 
 
 async def test_drift_in_the_store_is_repaired_by_digest_resync(
     broker: Mosquitto, database_url: str
 ) -> None:
-    async with live_hub(broker_url=broker.url, database_url=database_url) as hub:
-        agent, sim = sim_agent("prod-2", broker.url)
-        async with agent:
-            await wait_until(lambda: in_sync(hub, "prod-2", sim))
-            async with hub.hub.engine.begin() as conn:
-                await conn.execute(delete(resources).where(resources.c.kind == "Pod"))
-            assert await hub.names("prod-2", kind="Pod") == {}
-            await wait_until(lambda: in_sync(hub, "prod-2", sim), what="repair by resync")
+    async with synced_cluster(broker.url, database_url, "prod-2") as (hub, _agent, sim):
+        async with hub.hub.engine.begin() as conn:
+            await conn.execute(delete(resources).where(resources.c.kind == "Pod"))
+        assert await hub.names("prod-2", kind="Pod") == {}
+        await wait_until(lambda: in_sync(hub, "prod-2", sim), what="repair by resync")
 
 
 async def test_changes_made_while_the_broker_is_down_arrive_conflated(
     broker: Mosquitto, tmp_path: Any
 ) -> None:
-    async with live_hub(broker_url=broker.url, database_url=f"sqlite:///{tmp_path}/h.db") as hub:
-        agent, sim = sim_agent("edge-1", broker.url)
-        async with agent:
-            await wait_until(lambda: in_sync(hub, "edge-1", sim))
-            broker.stop()
-            await wait_until(lambda: _not_connected(agent), what="agent notices")
-            for _ in range(20):
-                sim.mutate(50)  # 1,000 changes to ~40 objects
-            assert len(agent.pending) < 1000  # conflated per object
-            broker.start()
-            await wait_until(
-                lambda: in_sync(hub, "edge-1", sim), within=20, what="sync after the outage"
-            )
+    async with synced_cluster(broker.url, f"sqlite:///{tmp_path}/h.db", "edge-1") as (
+        hub,
+        agent,
+        sim,
+    ):
+        broker.stop()
+        await wait_until(lambda: _not_connected(agent), what="agent notices")
+        for _ in range(20):
+            sim.mutate(50)  # 1,000 changes to ~40 objects
+        assert len(agent.pending) < 1000  # conflated per object
+        broker.start()
+        await wait_until(
+            lambda: in_sync(hub, "edge-1", sim), within=20, what="sync after the outage"
+        )
 
 
 async def _not_connected(agent: Any) -> bool:
@@ -175,10 +147,11 @@ async def _not_connected(agent: Any) -> bool:
 async def test_bad_messages_are_rejected_counted_and_change_nothing(
     broker: Mosquitto, tmp_path: Any
 ) -> None:
-    async with live_hub(broker_url=broker.url, database_url=f"sqlite:///{tmp_path}/h.db") as hub:
-        agent, sim = sim_agent("dev-1", broker.url)
-        async with agent:
-            await wait_until(lambda: in_sync(hub, "dev-1", sim))
+    async with synced_cluster(broker.url, f"sqlite:///{tmp_path}/h.db", "dev-1") as (
+        hub,
+        _agent,
+        _sim,
+    ):
         before = await hub.names("dev-1")
         topic = topics.agent_events(topics.DEFAULT_SOURCE, "dev-1")
 
@@ -210,10 +183,11 @@ async def _rejected(hub: LiveHub, count: int) -> bool:
 
 
 async def test_http_errors_say_what_is_wrong(broker: Mosquitto, tmp_path: Any) -> None:
-    async with live_hub(broker_url=broker.url, database_url=f"sqlite:///{tmp_path}/h.db") as hub:
-        agent, sim = sim_agent("dev-1", broker.url)
-        async with agent:
-            await wait_until(lambda: in_sync(hub, "dev-1", sim))
+    async with synced_cluster(broker.url, f"sqlite:///{tmp_path}/h.db", "dev-1") as (
+        hub,
+        _agent,
+        _sim,
+    ):
         cases = [
             ("/clusters/nope", {}, 404),
             ("/clusters/nope/resources", {}, 404),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -25,6 +26,13 @@ def _flags(parser: argparse.ArgumentParser, *names: tuple[str, str, type, str]) 
 def _settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     skip = {"command", "db_command", "func"}
     return {k: v for k, v in vars(args).items() if v is not None and k not in skip}
+
+
+def tune_gc() -> None:
+    """Collect cycles less often. The hub and agents allocate millions of short-lived,
+    acyclic JSON objects, which the default thresholds (700 allocations) turn into constant
+    collections: decoding a 1 MB payload took 19 ms instead of 3 ms with a large heap."""
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _logging(level: str) -> None:
@@ -48,6 +56,7 @@ def run_hub(args: argparse.Namespace) -> None:
 
     settings = HubSettings(**_settings_overrides(args))
     _logging(settings.log_level)
+    tune_gc()
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -110,6 +119,7 @@ def run_agent(args: argparse.Namespace) -> None:
     _logging(settings.log_level)
     if settings.source_kind not in ("sim", "kubernetes"):
         sys.exit("--source-kind must be sim or kubernetes")
+    tune_gc()
     asyncio.run(_agent_main(settings))
 
 

@@ -32,6 +32,8 @@ class HubSettings(CommonSettings):
     """How many change-log entries SSE clients can resume from."""
     tombstone_ttl_s: float = 600.0
     maintenance_interval_s: float = 5.0
+    checkpoint_interval_s: float = 1.0
+    """SQLite only: how often the write-ahead log is checkpointed, off the commit path."""
     offline_after_heartbeats: float = 3.0
     receive_maximum: int = 1000
     """Unacknowledged messages the broker may send the hub at once (MQTT 5 receive-maximum)."""

@@ -24,6 +24,7 @@ from typing import Any
 from app.agent.buffer import PublishedIndex
 from app.agent.service import Agent
 from app.agent.sources.sim import SimulatedCluster
+from app.cli import tune_gc
 from app.informer.objects import KindKey, WatchEvent
 
 T0_ANNOTATION = "bench/t0"
@@ -181,4 +182,5 @@ def run_fleet(conn: Connection, broker_url: str, clusters: int, objects: int) ->
     """The child process' entry point."""
     logging.basicConfig(level=logging.WARNING, format="fleet %(levelname)s %(name)s: %(message)s")
     logging.getLogger("gmqtt").setLevel(logging.ERROR)
+    tune_gc()  # as `transport-informer agent` does
     asyncio.run(_serve(conn, broker_url, clusters, objects))

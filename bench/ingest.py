@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -45,6 +46,7 @@ import orjson
 
 from app.agent.sources.sim import SimulatedCluster
 from app.broker import Mosquitto, free_port
+from app.cli import tune_gc
 from app.informer.deltas import Upsert
 from app.informer.objects import WatchEvent
 from app.store.db import create_engine
@@ -582,6 +584,8 @@ def run(p: Params, results: Reply) -> None:
             run_live(p, results, tmp)
         finally:
             results["hub_log"] = hub_log_summary(tmp / "hub.log")
+            if (tmp / "hub.log").exists():
+                shutil.copy(tmp / "hub.log", RESULTS.parent / "hub.log")
 
 
 def run_live(p: Params, results: Reply, tmp: Path) -> None:
@@ -626,6 +630,7 @@ def write_results(results: Reply) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     params = parse_args(argv)
+    tune_gc()  # the raw-storage phase runs here: give it the hub's GC settings
     results: Reply = {"params": asdict(params), "machine": machine_info()}
     try:
         run(params, results)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -230,9 +231,14 @@ class Agent:
                     await asyncio.sleep(1)
             self._listing = set()
 
+    def _resync_period(self) -> float:
+        """The resync period with ±20% jitter: agents started together (a hub or broker
+        restart reconnects them all at once) must not all send digests in the same second."""
+        return self.resync_s * random.uniform(0.8, 1.2)
+
     async def _ticker(self) -> None:
         loop = asyncio.get_running_loop()
-        next_digest = loop.time() + self.resync_s
+        next_digest = loop.time() + self._resync_period()
         while True:
             await asyncio.sleep(self.heartbeat_s)
             if not self.link.connected:
@@ -240,7 +246,7 @@ class Agent:
             self._send(self._message(MessageType.HEARTBEAT, {}))
             if loop.time() >= next_digest:
                 self._send(self._digest)
-                next_digest = loop.time() + self.resync_s
+                next_digest = loop.time() + self._resync_period()
 
     async def __aenter__(self) -> Agent:
         self.request_relist(self.source.kinds)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from app.transport.messages import (
 
 log = logging.getLogger(__name__)
 
+SLOW_BATCH_S = 0.1
 RequestResync = Callable[[str, tuple[KindKey, ...]], Awaitable[None]]
 
 
@@ -191,7 +193,19 @@ class Ingest:
                 deltas.extend(reflection.deltas)
                 if reflection.relist:
                     relist.setdefault(pending.cluster, set()).update(reflection.relist)
+            started = time.monotonic()
             applied = await self._apply_with_retry(deltas)
+            took = time.monotonic() - started
+            if took > SLOW_BATCH_S:
+                log.warning(
+                    "slow batch: %d messages, %d changes committed in %.0f ms (%s)",
+                    len(batch),
+                    len(applied.changes),
+                    took * 1000,
+                    ", ".join(
+                        f"{n} {k}" for k, n in Counter(type(d).__name__ for d in deltas).items()
+                    ),
+                )
             for pending in batch:
                 if not pending.done.done():
                     pending.done.set_result(None)

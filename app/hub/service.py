@@ -21,7 +21,7 @@ from app.hub.feed import ChangeFeed
 from app.hub.ingest import Ingest
 from app.hub.registry import ClusterRegistry, InMemoryRegistry, RedisRegistry
 from app.informer.objects import KindKey
-from app.store.db import create_engine
+from app.store.db import checkpoint, create_engine
 from app.store.migrate import upgrade_async
 from app.store.writer import InventoryWriter
 from app.transport import cloudevents, topics
@@ -79,7 +79,11 @@ class HubService:
         tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._stack.push_async_callback(self._cancel, tasks)
         # The loops start before the link so nothing the broker delivers waits on them.
-        self._loops = [tasks.create_task(self.ingest.run()), tasks.create_task(self._upkeep())]
+        self._loops = [
+            tasks.create_task(self.ingest.run()),
+            tasks.create_task(self._upkeep()),
+            tasks.create_task(self._checkpoints()),
+        ]
         await self._stack.enter_async_context(self.link)
         return self
 
@@ -120,11 +124,20 @@ class HubService:
                     retain_changes=s.retain_changes,
                     tombstone_ttl_s=s.tombstone_ttl_s,
                     offline_after_heartbeats=s.offline_after_heartbeats,
+                    lock=self.writer.lock,
                 )
                 if offline:
                     self.feed.publish(offline)
             except Exception:
                 log.exception("maintenance failed; trying again next period")
+
+    async def _checkpoints(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.checkpoint_interval_s)
+            try:
+                await checkpoint(self.engine)
+            except Exception as exc:
+                log.warning("WAL checkpoint failed (%s); trying again next period", exc)
 
     async def database_ok(self) -> bool:
         try:

@@ -29,6 +29,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # Committing writers never checkpoint (that fsyncs and stalled commits for hundreds of
+    # ms); the hub checkpoints from its maintenance loop instead (see `checkpoint`).
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
     cursor.close()
 
 
@@ -49,3 +52,10 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 def dialect_name(engine: AsyncEngine) -> str:
     return engine.dialect.name
+
+
+async def checkpoint(engine: AsyncEngine) -> None:
+    """Copy SQLite's write-ahead log into the database without blocking writers."""
+    if engine.dialect.name == "sqlite":
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")

@@ -35,8 +35,18 @@ CHANGE_COLUMNS = (
     "body",
     "at",
 )
+CLUSTER_COLUMNS = (
+    "name",
+    "labels",
+    "kinds",
+    "online",
+    "last_seen",
+    "first_seen",
+    "heartbeat_s",
+    "agent_version",
+)
 KEY_COLUMNS = RESOURCE_COLUMNS[:5]
-_JSON = {"labels", "body"}
+_JSON = {"labels", "body", "kinds"}
 _UPDATED = ("uid", "resource_version", "revision", "deleted", "labels", "body", "updated_at")
 
 
@@ -53,6 +63,9 @@ class Statements:
     dialect: str
     upsert_resource: str
     insert_change: str
+    live_versions: str
+    """uid and resourceVersion of a cluster's live objects of one kind (for digests)."""
+    upsert_cluster: str
 
     @classmethod
     def for_dialect(cls, dialect: str) -> Statements:
@@ -67,7 +80,20 @@ class Statements:
             f"INSERT INTO changes ({', '.join(CHANGE_COLUMNS)}) "
             f"VALUES ({_marks(dialect, CHANGE_COLUMNS)})"
         )
-        return cls(dialect, upsert, change)
+        p = ("$1", "$2", "$3", "$4") if dialect == "postgresql" else ("?",) * 4
+        live = (
+            "SELECT uid, resource_version FROM resources WHERE cluster = {} AND api_version = {} "
+            "AND kind = {} AND deleted = {}"
+        ).format(*p)
+        cluster_updates = ", ".join(
+            f"{c} = excluded.{c}" for c in CLUSTER_COLUMNS if c not in ("name", "first_seen")
+        )
+        upsert_cluster = (
+            f"INSERT INTO clusters ({', '.join(CLUSTER_COLUMNS)}) "
+            f"VALUES ({_marks(dialect, CLUSTER_COLUMNS)}) "
+            f"ON CONFLICT (name) DO UPDATE SET {cluster_updates}"
+        )
+        return cls(dialect, upsert, change, live, upsert_cluster)
 
     def stored_keys(self, count: int) -> str:
         """Stored version and tombstone flag of `count` keys (5 parameters each), through a

@@ -13,6 +13,7 @@ Contract:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.informer.deltas import (
@@ -45,10 +45,6 @@ _PREFETCH_CHUNK = 500
 class _Stored:
     resource_version: int
     deleted: bool
-
-
-def _insert(engine_or_conn: AsyncEngine | AsyncConnection) -> Any:
-    return (postgresql if engine_or_conn.dialect.name == "postgresql" else sqlite).insert
 
 
 class _Batch:
@@ -177,38 +173,49 @@ class _Batch:
 
     async def sweep(self, delta: Sweep) -> None:
         await self.flush()
-        query = select(
-            resources.c.namespace,
-            resources.c.name,
-            resources.c.uid,
-            resources.c.labels,
-            resources.c.body,
-            resources.c.resource_version,
-        ).where(
+        of_kind = (
             resources.c.cluster == delta.cluster,
             resources.c.api_version == delta.kind.api_version,
             resources.c.kind == delta.kind.kind,
             resources.c.deleted.is_(False),
             resources.c.resource_version <= delta.resource_version,
         )
-        for ns, name, uid, labels, body, rv in await self.conn.execute(query):
-            if (ns, name) in delta.seen:
-                continue
-            key = ResourceKey(delta.cluster, delta.kind.api_version, delta.kind.kind, ns, name)
-            body_json = orjson.dumps(body).decode()
-            revision = self._record(key, EventType.DELETED, body, body_json)
-            self._row(key, uid, max(rv, delta.resource_version), revision, True, labels, body_json)
+        # Names first: a snapshot usually deletes nothing, so bodies are read only for the
+        # few objects that go.
+        names = await self.conn.execute(
+            select(resources.c.namespace, resources.c.name).where(*of_kind)
+        )
+        gone = {(ns, name) for ns, name in names if (ns, name) not in delta.seen}
+        gone_names = sorted({name for _, name in gone})
+        for i in range(0, len(gone_names), _PREFETCH_CHUNK):
+            rows = await self.conn.execute(
+                select(
+                    resources.c.namespace,
+                    resources.c.name,
+                    resources.c.uid,
+                    resources.c.labels,
+                    resources.c.body,
+                    resources.c.resource_version,
+                ).where(*of_kind, resources.c.name.in_(gone_names[i : i + _PREFETCH_CHUNK]))
+            )
+            for ns, name, uid, labels, body, rv in rows:
+                if (ns, name) not in gone:
+                    continue
+                key = ResourceKey(delta.cluster, delta.kind.api_version, delta.kind.kind, ns, name)
+                body_json = orjson.dumps(body).decode()
+                revision = self._record(key, EventType.DELETED, body, body_json)
+                self._row(
+                    key, uid, max(rv, delta.resource_version), revision, True, labels, body_json
+                )
 
     async def check_digest(self, delta: CheckDigest) -> None:
         await self.flush()
         for kind, theirs in delta.digests.items():
-            query = select(resources.c.uid, resources.c.resource_version).where(
-                resources.c.cluster == delta.cluster,
-                resources.c.api_version == kind.api_version,
-                resources.c.kind == kind.kind,
-                resources.c.deleted.is_(False),
+            result = await self.conn.exec_driver_sql(
+                self.sql.live_versions, (delta.cluster, kind.api_version, kind.kind, False)
             )
-            ours = kind_digest((uid, rv) for uid, rv in await self.conn.execute(query))
+            rows: list[Any] = list(result)
+            ours = kind_digest((row[0], row[1]) for row in rows)
             if ours != theirs:
                 self.result.resync.setdefault(delta.cluster, set()).add(kind)
 
@@ -261,30 +268,41 @@ class _Batch:
             self.change_rows.clear()
 
     async def flush_clusters(self) -> None:
-        insert = _insert(self.conn)
+        """One executemany for every cluster touched (heartbeats touch many)."""
+        rows = []
         for name, row in self.cluster_rows.items():
             if not row.pop("_dirty", False):
                 continue
-            stmt = insert(clusters).values(**row)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[clusters.c.name],
-                set_={c: stmt.excluded[c] for c in row if c not in ("name", "first_seen")},
+            rows.append(
+                (
+                    name,
+                    orjson.dumps(row["labels"]).decode(),
+                    orjson.dumps(row["kinds"]).decode(),
+                    row["online"],
+                    row["last_seen"],
+                    row["first_seen"],
+                    row["heartbeat_s"],
+                    row["agent_version"],
+                )
             )
-            await self.conn.execute(stmt)
             if self.cluster_online.get(name) != row["online"]:
                 self.result.clusters.append(ClusterStatus(name, row["online"], row["last_seen"]))
+        if rows:
+            await self.conn.exec_driver_sql(self.sql.upsert_cluster, rows)
 
 
 class InventoryWriter:
     """Applies batches of deltas; see the module docstring for the guarantees."""
 
     def __init__(self, engine: AsyncEngine, clock: Callable[[], float] = time.time) -> None:
+        self.lock = asyncio.Lock()
+        """Held for every write transaction of this process (upkeep takes it too)."""
         self._engine = engine
         self._clock = clock
         self._statements = Statements.for_dialect(engine.dialect.name)
 
     async def apply(self, deltas: Sequence[Delta]) -> Applied:
-        async with self._engine.begin() as conn:
+        async with self.lock, self._engine.begin() as conn:
             # Lock the counter row first: writers serialize here, so revisions commit in order.
             await conn.execute(
                 update(revision_counter)

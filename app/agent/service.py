@@ -26,9 +26,14 @@ import orjson
 from app import __version__
 from app.agent.buffer import PendingChanges, PublishedIndex
 from app.agent.sources.base import ClusterSource, Listing
-from app.informer.objects import KindKey, WatchEvent
+from app.informer.objects import KindKey, ObjectRef, WatchEvent
 from app.transport import cloudevents, topics
-from app.transport.cloudevents import ENVELOPE_OVERHEAD, CloudEvent, MalformedMessage
+from app.transport.cloudevents import (
+    ENVELOPE_OVERHEAD,
+    MAX_MESSAGE_BYTES,
+    CloudEvent,
+    MalformedMessage,
+)
 from app.transport.messages import (
     Hello,
     MessageType,
@@ -40,6 +45,8 @@ from app.transport.mqtt import LinkOptions, MqttLink, Will
 
 log = logging.getLogger(__name__)
 
+MAX_OBJECT_BYTES = MAX_MESSAGE_BYTES - 2 * ENVELOPE_OVERHEAD
+"""The largest object (as JSON) that fits one message the hub accepts."""
 Outgoing = bytes | Callable[[], bytes]
 """A message, or a function making it at send time (digests must see the sent stream)."""
 
@@ -68,10 +75,12 @@ class Agent:
         self.chunk_bytes = chunk_bytes
         self.pending = PendingChanges(max_pending)
         self.published = PublishedIndex()
-        self._control: deque[Outgoing] = deque()
+        self._control: deque[tuple[KindKey | None, Outgoing]] = deque()
         self._wake = asyncio.Event()
         self._relist: set[KindKey] = set()
         self._listing: set[KindKey] = set()
+        self._awaiting: set[KindKey] = set()
+        """Kinds whose first listing the source will report itself."""
         self._relist_wake = asyncio.Event()
         self._topic = topics.agent_events(hub_source, cluster)
         will = Will(self._topic, self._message(MessageType.OFFLINE, {"reason": "connection lost"}))
@@ -89,6 +98,8 @@ class Agent:
         self.link.on_connect = self._on_connect
         self._tasks: asyncio.TaskGroup | None = None
         self.sent_messages = 0
+        self.oversized = 0
+        self.instance = uuid.uuid4().hex
 
     # -- SourceSink ----------------------------------------------------------------------
 
@@ -97,6 +108,7 @@ class Agent:
         self._wake.set()
 
     def listed(self, listing: Listing) -> None:
+        self._awaiting.discard(listing.kind)
         self._enqueue_snapshot(listing)
 
     # -- messages ------------------------------------------------------------------------
@@ -104,33 +116,59 @@ class Agent:
     def _message(self, type_: MessageType, data: dict[str, object]) -> bytes:
         return cloudevents.encode(CloudEvent(type_, f"agent/{self.cluster}", self.cluster, data))
 
-    def _send(self, item: Outgoing, *, first: bool = False) -> None:
-        (self._control.appendleft if first else self._control.append)(item)
+    def _send(self, item: Outgoing, *, first: bool = False, kind: KindKey | None = None) -> None:
+        """Queue a control message; `kind` tags snapshot chunks so a newer listing of the
+        kind can drop them (the queue holds at most one listing per kind)."""
+        (self._control.appendleft if first else self._control.append)((kind, item))
         self._wake.set()
 
     def _hello(self) -> bytes:
-        hello = Hello(self.labels, self.source.kinds, self.heartbeat_s, __version__)
+        hello = Hello(self.labels, self.source.kinds, self.heartbeat_s, __version__, self.instance)
         return self._message(MessageType.HELLO, hello_data(hello))
 
     def _digest(self) -> bytes:
         """Digests of the kinds not being relisted (their snapshot will settle them)."""
-        settled = tuple(k for k in self.source.kinds if k not in self._relist | self._listing)
+        unsettled = self._relist | self._listing | self._awaiting
+        settled = tuple(k for k in self.source.kinds if k not in unsettled)
         return self._message(MessageType.DIGEST, digest_data(self.published.digests(settled)))
 
+    def _fits(self, blob: bytes, ref: ObjectRef) -> bool:
+        """An object too large for one message is never sent (the hub would reject it) and
+        so never recorded as published: both sides' digests leave it out."""
+        if len(blob) <= MAX_OBJECT_BYTES:
+            return True
+        self.oversized += 1
+        log.warning(
+            "%s: %s %s/%s is %d bytes, over the %d-byte limit; not sent",
+            self.cluster,
+            ref.kind,
+            ref.namespace,
+            ref.name,
+            len(blob),
+            MAX_OBJECT_BYTES,
+        )
+        return False
+
     def _enqueue_snapshot(self, listing: Listing) -> None:
-        """Queue a listing as chunks; pending events it supersedes are dropped."""
+        """Queue a listing as chunks. It supersedes pending events older than it and any
+        chunks of an earlier listing of the kind still queued."""
         kind, rv = listing.kind, listing.resource_version
         self.pending.drop_listed(kind, rv)
-        items = [WatchEvent.of("ADDED", obj) for obj in listing.items]
+        self._control = deque(q for q in self._control if q[0] != kind)
+        items: list[WatchEvent] = []
+        encoded: list[bytes] = []
+        for obj in listing.items:
+            item, blob = WatchEvent.of("ADDED", obj), orjson.dumps(obj)
+            if self._fits(blob, item.ref):
+                items.append(item)
+                encoded.append(blob)
         self.published.replace(kind, items, rv)
-        snapshot_id = uuid.uuid4().hex
         head = {
-            "snapshotId": snapshot_id,
+            "snapshotId": uuid.uuid4().hex,
             "apiVersion": kind.api_version,
             "kind": kind.kind,
             "resourceVersion": str(rv),
         }
-        encoded = [orjson.dumps(obj) for obj in listing.items]
         chunks: list[list[bytes]] = [[]]
         size = 0
         for blob in encoded:
@@ -145,20 +183,18 @@ class Agent:
             self._send(
                 cloudevents.encode_raw(
                     MessageType.SNAPSHOT, f"agent/{self.cluster}", self.cluster, data
-                )
+                ),
+                kind=kind,
             )
 
     def _next_events_message(self) -> bytes | None:
         parts: list[bytes] = []
         size = ENVELOPE_OVERHEAD
         for event in self.pending.take():
-            blob = (
-                b'{"type":"'
-                + event.type.encode()
-                + b'","object":'
-                + orjson.dumps(event.object)
-                + b"}"
-            )
+            body = orjson.dumps(event.object)
+            if not self._fits(body, event.ref):
+                continue
+            blob = b'{"type":"' + event.type.encode() + b'","object":' + body + b"}"
             if parts and size + len(blob) > self.chunk_bytes:
                 self.pending.put_back(event)
                 break
@@ -206,7 +242,7 @@ class Agent:
         while True:
             await self.link.wait_connected()
             if self._control:
-                item = self._control.popleft()
+                _, item = self._control.popleft()
                 payload = item() if callable(item) else item
             elif (events := self._next_events_message()) is not None:
                 payload = events
@@ -249,7 +285,10 @@ class Agent:
                 next_digest = loop.time() + self._resync_period()
 
     async def __aenter__(self) -> Agent:
-        self.request_relist(self.source.kinds)
+        if self.source.reports_initial_listing:
+            self._awaiting = set(self.source.kinds)
+        else:
+            self.request_relist(self.source.kinds)
         await self.link.__aenter__()
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()

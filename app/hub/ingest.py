@@ -58,6 +58,8 @@ class IngestStats:
     events: int = 0
     batches: int = 0
     changes: int = 0
+    relists: int = 0
+    """Resync requests sent to agents (a broken snapshot or a digest that differed)."""
     rejected: Counter[str] = field(default_factory=Counter)
 
 
@@ -84,11 +86,28 @@ class Ingest:
         self._ready = asyncio.Event()
         self._reflectors: dict[str, Reflector] = {}
         self._heartbeat_s: dict[str, float] = {}
+        self._instances: dict[str, str] = {}
         self.stats = IngestStats()
+        self._last_logged: dict[str, float] = {}
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
 
     def reject(self, reason: str, topic: str, detail: str) -> None:
+        """Count a rejected message; log it, at most once a second per reason (a flood of
+        bad messages must not flood the log too)."""
         self.stats.rejected[reason] += 1
-        log.warning("rejected message on %s: %s", topic, detail)
+        now = time.monotonic()
+        if now - self._last_logged.get(reason, -1.0) >= 1.0:
+            self._last_logged[reason] = now
+            log.warning(
+                "rejected message on %s (%s, %d so far): %s",
+                topic,
+                reason,
+                self.stats.rejected[reason],
+                detail,
+            )
 
     def _check(self, topic: str, payload: bytes) -> tuple[str, AgentMessage] | None:
         try:
@@ -107,12 +126,7 @@ class Ingest:
                 return None
             return cluster, parse_agent_message(envelope)
         except cloudevents.MalformedMessage as exc:
-            reason = str(exc).split(":")[0].split(" ")[0]
-            self.reject(
-                reason if reason in ("oversized", "not", "unknown") else "malformed",
-                topic,
-                str(exc),
-            )
+            self.reject(exc.reason, topic, str(exc))
             return None
 
     async def handle(self, topic: str, payload: bytes) -> None:
@@ -148,7 +162,10 @@ class Ingest:
             case Heartbeat():
                 return Reflection([ClusterSeen(cluster)])
             case Hello():
-                self._reflectors[cluster] = Reflector(cluster)  # a new agent incarnation
+                if self._instances.get(cluster) != message.instance:
+                    # a restarted agent: snapshots it had under way will never finish
+                    self._reflectors[cluster] = Reflector(cluster)
+                    self._instances[cluster] = message.instance
                 self._heartbeat_s[cluster] = message.heartbeat_s
                 return Reflection(
                     [
@@ -242,4 +259,5 @@ class Ingest:
         except Exception as exc:  # the registry is advisory; ingest goes on without it
             log.warning("cluster registry unavailable: %s", exc)
         for cluster, kinds in relist.items():
+            self.stats.relists += 1
             await self._request_resync(cluster, tuple(sorted(kinds, key=str)))

@@ -22,7 +22,12 @@ MAX_MESSAGE_BYTES = 512 * 1024
 
 
 class MalformedMessage(ValueError):
-    """A message that is not a valid envelope; the reason is the exception text."""
+    """A message that breaks the protocol. `reason` is a short code for counting
+    (`oversized`, `not_json`, `unknown_type`, `bad_object`, `malformed`); the text says more."""
+
+    def __init__(self, detail: str, reason: str = "malformed") -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +58,15 @@ def encode(event: CloudEvent) -> bytes:
 def decode(payload: bytes) -> CloudEvent:
     """Parse and check an envelope; raise MalformedMessage saying what is wrong."""
     if len(payload) > MAX_MESSAGE_BYTES:
-        raise MalformedMessage(f"oversized: {len(payload)} bytes > {MAX_MESSAGE_BYTES}")
+        raise MalformedMessage(
+            f"oversized: {len(payload)} bytes > {MAX_MESSAGE_BYTES}", "oversized"
+        )
     try:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
-        raise MalformedMessage(f"not JSON: {exc}") from None
+        raise MalformedMessage(f"not JSON: {exc}", "not_json") from None
     if not isinstance(doc, dict):
-        raise MalformedMessage("not a JSON object")
+        raise MalformedMessage("not a JSON object", "not_json")
     if doc.get("specversion") != SPEC_VERSION:
         raise MalformedMessage(f"specversion must be {SPEC_VERSION!r}")
     for field in ("id", "source", "type", "clustername"):

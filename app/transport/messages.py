@@ -44,6 +44,9 @@ class Hello:
     kinds: tuple[KindKey, ...]
     heartbeat_s: float
     agent_version: str
+    instance: str = ""
+    """Random per agent process: a new value means a restarted agent, whose half-sent
+    snapshots will never be finished; the same value means a mere reconnect."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,7 @@ def hello_data(hello: Hello) -> dict[str, Any]:
         "kinds": [_kind_json(k) for k in hello.kinds],
         "heartbeatSeconds": hello.heartbeat_s,
         "agentVersion": hello.agent_version,
+        "instance": hello.instance,
     }
 
 
@@ -171,7 +175,7 @@ def _event(type_: object, obj: object) -> WatchEvent:
     try:
         return WatchEvent.of(EventType(type_), obj)  # type: ignore[arg-type]
     except InvalidObject as exc:
-        raise MalformedMessage(f"bad object: {exc}") from None
+        raise MalformedMessage(f"bad object: {exc}", "bad_object") from None
     except ValueError:
         raise MalformedMessage(f"bad event type {type_!r}") from None
 
@@ -213,11 +217,19 @@ def parse_agent_message(event: CloudEvent) -> AgentMessage:
         case MessageType.HEARTBEAT:
             return Heartbeat()
         case MessageType.HELLO:
+            protocol = data.get("protocol", PROTOCOL_VERSION)
+            if protocol != PROTOCOL_VERSION:
+                raise MalformedMessage(
+                    f"protocol version {protocol!r} is not supported (this hub speaks "
+                    f"{PROTOCOL_VERSION})",
+                    "protocol",
+                )
             return Hello(
                 labels=_labels(data.get("labels", {})),
                 kinds=tuple(_kind(k) for k in _field(data, "kinds", list)),
                 heartbeat_s=float(_field(data, "heartbeatSeconds", (int, float))),
                 agent_version=str(data.get("agentVersion", "")),
+                instance=str(data.get("instance", "")),
             )
         case MessageType.OFFLINE:
             return Offline(str(data.get("reason", "")))
@@ -230,10 +242,10 @@ def parse_agent_message(event: CloudEvent) -> AgentMessage:
                     raise MalformedMessage("a digest needs an integer count and a string hash")
                 digests[kind] = KindDigest(count, hash_)
             return Digest(digests)
-    raise MalformedMessage(f"unknown message type {event.type!r}")
+    raise MalformedMessage(f"unknown message type {event.type!r}", "unknown_type")
 
 
 def parse_resync_request(event: CloudEvent) -> ResyncRequest:
     if event.type != MessageType.RESYNC_REQUEST:
-        raise MalformedMessage(f"unknown message type {event.type!r}")
+        raise MalformedMessage(f"unknown message type {event.type!r}", "unknown_type")
     return ResyncRequest(tuple(_kind(k) for k in _field(event.data, "kinds", list)))

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.config import HubSettings
 from app.hub.service import HubService
-from app.web import api, sse
+from app.web import api, metrics, sse
 
 
 def create_app(settings: HubSettings) -> FastAPI:
@@ -28,4 +28,5 @@ def create_app(settings: HubSettings) -> FastAPI:
     )
     app.include_router(api.router)
     app.include_router(sse.router)
+    app.include_router(metrics.router)
     return app

@@ -166,6 +166,10 @@ async def test_bad_messages_are_rejected_counted_and_change_nothing(
             envelope(watch, {"events": []}, cluster="prod-1"),
             envelope("io.example.unknown", {}),
             envelope(watch, {"events": [{"type": "ADDED", "object": {"x": "y" * 600_000}}]}),
+            envelope(
+                "io.transport-informer.v1.clusters.status.hello",
+                {"protocol": 2, "kinds": [], "heartbeatSeconds": 1},
+            ),
         ]
         async with MqttLink(LinkOptions(url=broker.url, client_id="intruder")) as link:
             for payload in bad:
@@ -173,8 +177,18 @@ async def test_bad_messages_are_rejected_counted_and_change_nothing(
             await link.flush()
         await wait_until(lambda: _rejected(hub, len(bad)), what="all rejected")
         assert await hub.names("dev-1") == before
-        reasons = hub.hub.ingest.stats.rejected
-        assert reasons["cluster_mismatch"] == 1 and reasons["oversized"] == 1
+        assert dict(hub.hub.ingest.stats.rejected) == {
+            "not_json": 1,
+            "malformed": 1,
+            "bad_object": 1,
+            "cluster_mismatch": 1,
+            "unknown_type": 1,
+            "oversized": 1,
+            "protocol": 1,
+        }
+        metrics = (await hub.http.get("/metrics")).text
+        assert 'ti_ingest_rejected_total{reason="oversized"} 1' in metrics
+        assert "ti_broker_connected 1" in metrics
         assert (await hub.get("/healthz"))["status"] == "ok"
 
 

@@ -34,6 +34,12 @@ class ClusterSource(Protocol):
     @property
     def kinds(self) -> tuple[KindKey, ...]: ...
 
+    @property
+    def reports_initial_listing(self) -> bool:
+        """True if `run` starts by reporting a listing of every kind through `sink.listed`
+        (a list-then-watch source); the agent then does not list them itself at start."""
+        ...
+
     async def list(self, kind: KindKey) -> Listing:
         """A consistent listing of one kind."""
         ...

@@ -104,6 +104,10 @@ class KubernetesSource:
     def kinds(self) -> tuple[KindKey, ...]:
         return self._kinds
 
+    @property
+    def reports_initial_listing(self) -> bool:
+        return True  # every kind's reflector lists before it watches
+
     async def list(self, kind: KindKey) -> Listing:
         """Every valid object of `kind` across all namespaces, fetched `page_size` at a time.
 

@@ -137,6 +137,10 @@ class SimulatedCluster:
         """The cluster-wide counter: the resourceVersion of the latest change."""
         return self._counter
 
+    @property
+    def reports_initial_listing(self) -> bool:
+        return False  # the sim only changes; the agent lists it
+
     async def list(self, kind: KindKey) -> Listing:
         """Every object of `kind` as of the current resourceVersion; ValueError if not simulated."""
         state = self._state(kind)

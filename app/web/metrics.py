@@ -1,0 +1,69 @@
+"""`GET /metrics`: the hub's counters in Prometheus' text format (no client library needed)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+
+from app.web.deps import HubDep
+
+router = APIRouter()
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@router.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+async def metrics(hub: HubDep) -> str:
+    stats = hub.ingest.stats
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_: str, samples: dict[str, float]) -> None:
+        lines.append(f"# HELP {name} {help_}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.extend(f"{name}{labels} {value:g}" for labels, value in samples.items())
+
+    metric("ti_ingest_messages_total", "counter", "Agent messages applied.", {"": stats.messages})
+    metric(
+        "ti_ingest_events_total",
+        "counter",
+        "Object events and snapshot items received.",
+        {"": stats.events},
+    )
+    metric("ti_ingest_batches_total", "counter", "Write transactions.", {"": stats.batches})
+    metric(
+        "ti_ingest_changes_total",
+        "counter",
+        "Changes committed to the change log.",
+        {"": stats.changes},
+    )
+    metric(
+        "ti_ingest_rejected_total",
+        "counter",
+        "Agent messages rejected, by reason.",
+        {f'{{reason="{_escape(r)}"}}': n for r, n in sorted(stats.rejected.items())}
+        or {'{reason="none"}': 0},
+    )
+    metric(
+        "ti_ingest_queued_messages",
+        "gauge",
+        "Messages waiting for the next batch.",
+        {"": hub.ingest.queued},
+    )
+    metric(
+        "ti_sse_clients", "gauge", "Open Server-Sent Events streams.", {"": hub.feed.subscribers}
+    )
+    metric(
+        "ti_revision",
+        "gauge",
+        "Latest revision published to streams.",
+        {"": hub.feed.latest_revision},
+    )
+    metric(
+        "ti_broker_connected",
+        "gauge",
+        "1 if the hub is connected to the MQTT broker.",
+        {"": 1 if hub.link.connected else 0},
+    )
+    return "\n".join(lines) + "\n"

@@ -31,6 +31,7 @@ check: $(STAMP)
 	$(BIN)/ruff format --check app tests bench
 	$(BIN)/ruff check app tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

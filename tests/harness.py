@@ -160,5 +160,7 @@ class SseReader:
                 current = {}
                 continue
             field, _, value = line.partition(":")
-            current[field] = value.strip()
+            value = value.removeprefix(" ")
+            # several data lines make one value, joined by newlines (the SSE rules)
+            current[field] = f"{current[field]}\n{value}" if field in current else value
         return events

@@ -10,10 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.informer.objects import CLUSTER_SCOPED
@@ -36,10 +36,13 @@ class ResourceQuery:
     namespace: str | None = None
     labels: LabelSelector = field(default_factory=LabelSelector)
     fields: FieldSelector = field(default_factory=FieldSelector)
+    name_contains: str | None = None
+    """Case-insensitive substring of the name (the dashboard's search box)."""
 
     def matches(self, change: ChangeRecord) -> bool:
         return (
-            (self.cluster is None or change.cluster == self.cluster)
+            (not self.name_contains or self.name_contains.lower() in change.name.lower())
+            and (self.cluster is None or change.cluster == self.cluster)
             and (self.kind is None or change.kind == self.kind)
             and (self.api_version is None or change.api_version == self.api_version)
             and (self.namespace is None or change.namespace == self.namespace)
@@ -61,6 +64,10 @@ class ResourceQuery:
         for req in self.fields.requirements:
             column = table.c.name if req.field == "metadata.name" else table.c.namespace
             conds.append(column == req.value if req.equal else column != req.value)
+        if self.name_contains:
+            escaped = self.name_contains.lower().replace("\\", "\\\\").replace("%", "\\%")
+            escaped = escaped.replace("_", "\\_")
+            conds.append(func.lower(table.c.name).like(f"%{escaped}%", escape="\\"))
         return conds
 
 
@@ -76,20 +83,52 @@ def _label_condition(req: Requirement) -> ColumnElement[bool]:
     return value.is_(None)  # Op.NOT_EXISTS
 
 
-def encode_cursor(last_id: int, revision: int) -> str:
-    raw = orjson.dumps({"id": last_id, "rv": revision})
+Order = Literal["id", "name", "kind", "age"]
+ORDERS: tuple[Order, ...] = ("id", "name", "kind", "age")
+_CREATED = func.coalesce(resources.c.body[("metadata", "creationTimestamp")].as_string(), "")
+
+
+def _sort_columns(order: Order) -> tuple[list[Any], bool]:
+    """Columns of a total order ending in the id, and whether it is descending."""
+    match order:
+        case "name":
+            return [resources.c.name, resources.c.namespace, resources.c.id], False
+        case "kind":
+            return [resources.c.kind, resources.c.name, resources.c.id], False
+        case "age":
+            return [_CREATED, resources.c.id], True  # newest first
+    return [resources.c.id], False
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    after: list[Any]
+    """The sort values of the last row handed out (its id last)."""
+    revision: int
+    order: Order
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    raw = orjson.dumps({"k": cursor.after, "rv": cursor.revision, "o": cursor.order})
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(token: str) -> tuple[int, int]:
+def decode_cursor(token: str, order: Order) -> Cursor:
     try:
         doc = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        last_id, revision = doc["id"], doc["rv"]
+        after, revision, token_order = doc["k"], doc["rv"], doc["o"]
     except (binascii.Error, ValueError, TypeError, KeyError):
         raise BadCursor("invalid continue token") from None
-    if not isinstance(last_id, int) or not isinstance(revision, int):
-        raise BadCursor("invalid continue token")
-    return last_id, revision
+    columns, _ = _sort_columns(order)
+    if (
+        token_order != order
+        or not isinstance(revision, int)
+        or not isinstance(after, list)
+        or len(after) != len(columns)
+        or not isinstance(after[-1], int)
+    ):
+        raise BadCursor("invalid continue token (or one for another sort order)")
+    return Cursor(after, revision, order)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +144,12 @@ async def _current_revision(conn: AsyncConnection) -> int:
 
 
 async def list_resources(
-    engine: AsyncEngine, query: ResourceQuery, *, limit: int = 100, cursor: str | None = None
+    engine: AsyncEngine,
+    query: ResourceQuery,
+    *,
+    limit: int = 100,
+    cursor: str | None = None,
+    order: Order = "id",
 ) -> Page:
     """A page of live objects in a stable order (storage id).
 
@@ -114,16 +158,22 @@ async def list_resources(
     twice, for objects that changed while it paged, as a Kubernetes client may).
     """
     limit = max(1, min(limit, MAX_LIMIT))
-    after_id, pinned = decode_cursor(cursor) if cursor else (0, None)
-    conds = [resources.c.deleted.is_(False), resources.c.id > after_id]
+    columns, descending = _sort_columns(order)
+    after = decode_cursor(cursor, order) if cursor else None
+    conds = [resources.c.deleted.is_(False)]
+    if after is not None:
+        position = tuple_(*columns)
+        bound = tuple_(*(literal(v) for v in after.after))
+        conds.append(position < bound if descending else position > bound)
     conds += query.conditions(resources)
     conds += [_label_condition(r) for r in query.labels.requirements]
     stmt = (
-        select(resources.c.id, resources.c.cluster, resources.c.body)
+        select(resources.c.id, resources.c.cluster, resources.c.body, *columns)
         .where(and_(*conds))
-        .order_by(resources.c.id)
+        .order_by(*(c.desc() if descending else c for c in columns))
         .limit(limit + 1)
     )
+    pinned = after.revision if after else None
     async with engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             await conn.execution_options(isolation_level="REPEATABLE READ")
@@ -135,7 +185,8 @@ async def list_resources(
     items = [
         {**row.body, "cluster": row.cluster} if query.cluster is None else row.body for row in rows
     ]
-    token = encode_cursor(rows[-1].id, revision) if more else None
+    last = list(rows[-1][3:]) if rows else []
+    token = encode_cursor(Cursor(last, revision, order)) if more else None
     return Page(items, token, revision)
 
 
@@ -227,3 +278,77 @@ async def changes_after(
         records[-1].revision if records else revision,
         len(records) < limit,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    body: dict[str, Any]
+    deleted: bool
+    revision: int
+    updated_at: float
+
+
+async def get_stored_object(
+    engine: AsyncEngine, cluster: str, kind: str, namespace: str, name: str
+) -> StoredObject | None:
+    """An object as stored, tombstone included (the dashboard says it was deleted)."""
+    namespace = CLUSTER_SCOPED if namespace == "_" else namespace
+    stmt = (
+        select(resources.c.body, resources.c.deleted, resources.c.revision, resources.c.updated_at)
+        .where(
+            resources.c.cluster == cluster,
+            resources.c.kind == kind,
+            resources.c.namespace == namespace,
+            resources.c.name == name,
+        )
+        .order_by(resources.c.deleted)  # a live object before a tombstone of another version
+        .limit(1)
+    )
+    async with engine.connect() as conn:
+        row = (await conn.execute(stmt)).first()
+    return StoredObject(dict(row.body), row.deleted, row.revision, row.updated_at) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    revision: int
+    type: str
+    at: float
+    resource_version: str
+
+
+async def object_history(
+    engine: AsyncEngine, cluster: str, kind: str, namespace: str, name: str, *, limit: int = 50
+) -> list[HistoryEntry]:
+    """The object's recent changes from the change log, newest first."""
+    namespace = CLUSTER_SCOPED if namespace == "_" else namespace
+    stmt = (
+        select(changes.c.revision, changes.c.type, changes.c.at, changes.c.body)
+        .where(
+            changes.c.cluster == cluster,
+            changes.c.kind == kind,
+            changes.c.namespace == namespace,
+            changes.c.name == name,
+        )
+        .order_by(changes.c.revision.desc())
+        .limit(limit)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return [
+        HistoryEntry(
+            r.revision, r.type, r.at, str(r.body.get("metadata", {}).get("resourceVersion", ""))
+        )
+        for r in rows
+    ]
+
+
+async def namespaces(engine: AsyncEngine, cluster: str) -> list[str]:
+    stmt = (
+        select(resources.c.namespace)
+        .where(resources.c.cluster == cluster, resources.c.deleted.is_(False))
+        .distinct()
+        .order_by(resources.c.namespace)
+    )
+    async with engine.connect() as conn:
+        return [ns for (ns,) in await conn.execute(stmt)]

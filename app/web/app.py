@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from app import __version__
 from app.config import HubSettings
 from app.hub.service import HubService
-from app.web import api, metrics, sse
+from app.web import api, metrics, pages, sse
+from app.web.live import FleetPulse, RenderCache
+
+STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 
 
 def create_app(settings: HubSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with HubService(settings) as hub:
+        async with HubService(settings) as hub, asyncio.TaskGroup() as tasks:
             app.state.hub = hub
-            yield
+            app.state.templates = pages.build_templates()
+            app.state.render_cache = RenderCache()
+            app.state.pulse = pulse = FleetPulse(hub)
+            pulse_task = tasks.create_task(pulse.run())
+            try:
+                yield
+            finally:
+                pulse_task.cancel()
 
     app = FastAPI(
         title="Transport Informer",
@@ -29,4 +42,6 @@ def create_app(settings: HubSettings) -> FastAPI:
     app.include_router(api.router)
     app.include_router(sse.router)
     app.include_router(metrics.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -1,0 +1,247 @@
+"""The dashboard: server-rendered pages (usable without JavaScript) made live by htmx + SSE.
+
+Pages and the JSON API share `app.store.queries`; these routes only shape its results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+from sse_starlette import EventSourceResponse
+
+from app.informer.selectors import LabelSelector, SelectorError
+from app.store import queries
+from app.store.queries import ORDERS, BadCursor, Order, ResourceQuery
+from app.store.records import ChangeRecord
+from app.web import render
+from app.web.deps import HubDep, QueryDep
+from app.web.live import FleetPulse, RenderCache, change_fragments, pulse_events
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+PAGE_SIZE = 50
+SSE_PING_S = 15
+
+router = APIRouter(include_in_schema=False)
+
+
+def build_templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    env = templates.env
+    env.filters.update(
+        ago=render.ago,
+        age=render.age,
+        status=render.status_summary,
+        row_id=render.row_id,
+        event_time=render.event_time,
+    )
+    env.globals.update(
+        conditions=render.conditions, yaml_html=render.yaml_html, qs=render.query_string
+    )
+    return templates
+
+
+def _templates(request: Request) -> Jinja2Templates:
+    templates: Jinja2Templates = request.app.state.templates
+    return templates
+
+
+def _pulse(request: Request) -> FleetPulse:
+    pulse: FleetPulse = request.app.state.pulse
+    return pulse
+
+
+def _cache(request: Request) -> RenderCache:
+    cache: RenderCache = request.app.state.render_cache
+    return cache
+
+
+async def _health(hub: HubDep) -> dict[str, bool | None]:
+    redis = await hub.registry.ping() if hub.settings.redis_url else None
+    return {"database": await hub.database_ok(), "broker": hub.link.connected, "redis": redis}
+
+
+async def _page(request: Request, hub: HubDep, name: str, **context: Any) -> HTMLResponse:
+    return _templates(request).TemplateResponse(
+        request, name, {"health": await _health(hub), **context}
+    )
+
+
+# -- fleet overview ---------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse)
+async def overview(
+    request: Request,
+    hub: HubDep,
+    selector: Annotated[str, Query(alias="labelSelector")] = "",
+) -> HTMLResponse:
+    try:
+        wanted = LabelSelector.parse(selector)
+        error = None
+    except SelectorError as exc:
+        wanted, error = LabelSelector(), f"bad selector: {exc}"
+    rows = [r for r in await queries.cluster_rows(hub.engine) if wanted.matches(r["labels"])]
+    try:
+        served = await hub.registry.served_by([r["name"] for r in rows])
+    except Exception:
+        served = {}
+    kinds = sorted({k for r in rows for k in r["counts"]})
+    totals = {
+        "clusters": len(rows),
+        "online": sum(1 for r in rows if r["online"]),
+        "objects": sum(sum(r["counts"].values()) for r in rows),
+        "per_kind": {k: sum(r["counts"].get(k, 0) for r in rows) for k in kinds},
+    }
+    response = await _page(
+        request,
+        hub,
+        "overview.html",
+        clusters=rows,
+        served=served,
+        totals=totals,
+        selector=selector,
+        error=error,
+    )
+    if error:
+        response.status_code = 400
+    return response
+
+
+@router.get("/ui/stream/fleet")
+async def fleet_stream(request: Request) -> EventSourceResponse:
+    return EventSourceResponse(pulse_events(_pulse(request)), ping=SSE_PING_S, send_timeout=30)
+
+
+# -- cluster view -----------------------------------------------------------------------
+
+
+def _filters(query: ResourceQuery, selector: str, field_selector: str) -> dict[str, str]:
+    """The query string that reproduces a filtered view."""
+    raw = {
+        "kind": query.kind,
+        "namespace": query.namespace,
+        "labelSelector": selector,
+        "fieldSelector": field_selector,
+        "q": query.name_contains,
+    }
+    return {k: v for k, v in raw.items() if v}
+
+
+@router.get("/ui/clusters/{cluster}", response_class=HTMLResponse)
+async def cluster_view(
+    request: Request,
+    cluster: str,
+    hub: HubDep,
+    query: QueryDep,
+    q: str = "",
+    sort: Order = "name",
+    cursor: Annotated[str | None, Query(alias="continue")] = None,
+) -> HTMLResponse:
+    rows = await queries.cluster_rows(hub.engine, cluster)
+    if not rows:
+        raise HTTPException(404, f"unknown cluster {cluster!r}")
+    query = dataclasses.replace(query, cluster=cluster, name_contains=q or None)
+    try:
+        page = await queries.list_resources(
+            hub.engine, query, limit=PAGE_SIZE, cursor=cursor, order=sort
+        )
+    except BadCursor as exc:
+        raise HTTPException(400, str(exc)) from None
+    params = request.query_params
+    filters = _filters(query, params.get("labelSelector", ""), params.get("fieldSelector", ""))
+    served = (await hub.registry.served_by([cluster])).get(cluster)
+    template = "_table.html" if request.headers.get("HX-Request") else "cluster.html"
+    return await _page(
+        request,
+        hub,
+        template,
+        cluster=rows[0],
+        served=served,
+        page=page,
+        filters=filters,
+        sort=sort,
+        orders=ORDERS,
+        namespaces=await queries.namespaces(hub.engine, cluster),
+        first_page=cursor is None,
+    )
+
+
+@router.get("/ui/stream/rows")
+async def row_stream(
+    request: Request, hub: HubDep, query: QueryDep, cluster: str, since: int, q: str = ""
+) -> EventSourceResponse:
+    """Table rows of one cluster view as htmx out-of-band swaps."""
+    query = dataclasses.replace(query, cluster=cluster, name_contains=q or None)
+    template = _templates(request).get_template("_row_live.html")
+    cache = _cache(request)
+
+    def fragment(change: ChangeRecord) -> str:
+        return cache.get("row", change, lambda c: template.render(change=c, obj=c.body))
+
+    stale = _templates(request).get_template("_stale.html").render()
+    events = change_fragments(hub, query, since, fragment, event="rows", stale=stale)
+    return EventSourceResponse(events, ping=SSE_PING_S, send_timeout=30)
+
+
+# -- object view ------------------------------------------------------------------------
+
+
+@router.get("/ui/clusters/{cluster}/{kind}/{namespace}/{name}", response_class=HTMLResponse)
+async def object_view(
+    request: Request, cluster: str, kind: str, namespace: str, name: str, hub: HubDep
+) -> HTMLResponse:
+    stored = await queries.get_stored_object(hub.engine, cluster, kind, namespace, name)
+    if stored is None:
+        raise HTTPException(404, f"{kind} {namespace}/{name} not found in cluster {cluster!r}")
+    history = await queries.object_history(hub.engine, cluster, kind, namespace, name)
+    return await _page(
+        request,
+        hub,
+        "object.html",
+        cluster=cluster,
+        obj=stored.body,
+        stored=stored,
+        history=history,
+        kind=kind,
+        namespace=namespace,
+    )
+
+
+# -- live feed --------------------------------------------------------------------------
+
+
+@router.get("/ui/events", response_class=HTMLResponse)
+async def events_page(
+    request: Request, hub: HubDep, query: QueryDep, cluster: str = ""
+) -> HTMLResponse:
+    query = dataclasses.replace(query, cluster=cluster or None)
+    params = request.query_params
+    filters = _filters(query, params.get("labelSelector", ""), params.get("fieldSelector", ""))
+    if cluster:
+        filters["cluster"] = cluster
+    clusters = [r["name"] for r in await queries.cluster_rows(hub.engine)]
+    revision = await queries.current_revision(hub.engine)
+    return await _page(
+        request, hub, "events.html", filters=filters, clusters=clusters, revision=revision
+    )
+
+
+@router.get("/ui/stream/events")
+async def event_stream(
+    request: Request, hub: HubDep, query: QueryDep, since: int, cluster: str = ""
+) -> EventSourceResponse:
+    query = dataclasses.replace(query, cluster=cluster or None)
+    template = _templates(request).get_template("_event.html")
+    cache = _cache(request)
+
+    def fragment(change: ChangeRecord) -> str:
+        return cache.get("event", change, lambda c: template.render(change=c, obj=c.body))
+
+    stale = _templates(request).get_template("_stale.html").render()
+    events = change_fragments(hub, query, since, fragment, event="change", stale=stale)
+    return EventSourceResponse(events, ping=SSE_PING_S, send_timeout=30)

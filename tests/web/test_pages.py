@@ -1,0 +1,194 @@
+"""The dashboard's pages and fragment streams, through a live hub (server side only)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from app.broker import Mosquitto
+from app.informer.objects import KindKey
+from tests.conftest import wait_until
+from tests.harness import LiveHub, SseReader, synced_cluster
+
+CONFIGMAP = KindKey("v1", "ConfigMap")
+HOSTILE = '<script>alert("x")</script>'
+
+
+async def html(hub: LiveHub, path: str, status: int = 200, **params: Any) -> str:
+    response = await hub.http.get(path, params=params or None)  # {} would drop path's query
+    assert response.status_code == status, response.text[:500]
+    return response.text
+
+
+def hostile_configmap() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "evil", "namespace": "default", "labels": {"note": HOSTILE}},
+        "data": {"payload": HOSTILE},
+    }
+
+
+async def stored(hub: LiveHub, name: str) -> bool:
+    return ("ConfigMap", f"default/{name}") in await hub.names("dev-1")
+
+
+async def test_overview_lists_clusters_and_filters_by_label(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    async with synced_cluster(
+        broker.url, f"sqlite:///{tmp_path}/h.db", "dev-1", labels={"env": "dev"}
+    ) as (hub, _agent, sim):
+        page = await html(hub, "/")
+        assert 'data-cluster="dev-1"' in page and "online" in page
+        assert f">{sim.count()}<" in page  # total objects
+        assert 'href="/static/vendor/htmx-2.0.11.min.js"' not in page  # scripts, not links
+        assert 'src="/static/vendor/htmx-2.0.11.min.js"' in page
+        assert "dev-1" not in await html(hub, "/", labelSelector="env=prod")
+        bad = await html(hub, "/", 400, labelSelector="env in (")
+        assert "bad selector" in bad
+
+
+async def test_cluster_view_filters_sorts_and_pages(broker: Mosquitto, tmp_path: Path) -> None:
+    async with synced_cluster(broker.url, f"sqlite:///{tmp_path}/h.db", "dev-1", objects=120) as (
+        hub,
+        _agent,
+        sim,
+    ):
+        page = await html(hub, "/ui/clusters/dev-1", kind="Pod")
+        names = re.findall(r'<th scope="row"><a href="[^"]+">([^<]+)</a>', page)
+        assert names and names == sorted(names)
+        assert all(
+            "/Pod/" in href for href in re.findall(r'href="(/ui/clusters/dev-1/[^"]+)"', page)
+        )
+        # the first page links to the next; the next page shows other objects
+        token = re.search(r'continue=([^"&]+)', page)
+        pods = sim.count(KindKey("v1", "Pod"))
+        assert (token is not None) == (pods > 50)
+        if token:
+            second = await html(hub, f"/ui/clusters/dev-1?kind=Pod&sort=name&continue={token[1]}")
+            more = re.findall(r'<th scope="row"><a href="[^"]+">([^<]+)</a>', second)
+            assert more and not set(more) & set(names)
+        # search narrows by name, case-insensitively
+        target = names[0]
+        found = await html(hub, "/ui/clusters/dev-1", q=target[:6].upper())
+        assert target in found
+        # htmx requests get the table fragment only
+        fragment = (
+            await hub.http.get(
+                "/ui/clusters/dev-1", params={"sort": "age"}, headers={"HX-Request": "true"}
+            )
+        ).text
+        assert fragment.lstrip().startswith('<section id="table"') and "<html" not in fragment
+        await html(hub, "/ui/clusters/nope", 404)
+        await html(hub, "/ui/clusters/dev-1", 400, **{"continue": "garbage"})
+        await html(hub, "/ui/clusters/dev-1", 400, labelSelector="a in (")
+
+
+async def test_untrusted_names_labels_and_data_render_as_text(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    async with synced_cluster(broker.url, f"sqlite:///{tmp_path}/h.db", "dev-1") as (
+        hub,
+        _agent,
+        sim,
+    ):
+        sim.apply(hostile_configmap())
+        await wait_until(lambda: stored(hub, "evil"))
+        for page in (
+            await html(hub, "/ui/clusters/dev-1", kind="ConfigMap", q="evil"),
+            await html(hub, "/ui/clusters/dev-1/ConfigMap/default/evil"),
+        ):
+            assert "<script>alert" not in page
+            assert "&lt;script&gt;" in page
+
+
+async def test_object_view_shows_yaml_history_and_deletion(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    async with synced_cluster(broker.url, f"sqlite:///{tmp_path}/h.db", "dev-1") as (
+        hub,
+        _agent,
+        sim,
+    ):
+        sim.apply(hostile_configmap())
+        await wait_until(lambda: stored(hub, "evil"))
+        page = await html(hub, "/ui/clusters/dev-1/ConfigMap/default/evil")
+        assert '<span class="y-key">payload</span>' in page
+        assert "ADDED" in page and "was deleted" not in page
+        sim.delete(CONFIGMAP, "default", "evil")
+        await wait_until(lambda: _not(stored(hub, "evil")))
+        page = await html(hub, "/ui/clusters/dev-1/ConfigMap/default/evil")
+        assert "was deleted" in page and "DELETED" in page
+        await html(hub, "/ui/clusters/dev-1/ConfigMap/default/never", 404)
+
+
+async def _not(coro: Any) -> bool:
+    return not await coro
+
+
+async def test_row_and_event_streams_send_rendered_changes(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    async with synced_cluster(broker.url, f"sqlite:///{tmp_path}/h.db", "dev-1") as (
+        hub,
+        _agent,
+        sim,
+    ):
+        since = int((await hub.get("/resources", limit=1))["resourceVersion"])
+        sim.apply(hostile_configmap())
+        await wait_until(lambda: stored(hub, "evil"))
+        params = {"cluster": "dev-1", "since": str(since), "kind": "ConfigMap"}
+        async with hub.http.stream("GET", "/ui/stream/rows", params=params) as response:
+            (row,) = await SseReader(response).next(1)
+        assert row["event"] == "rows" and 'data-op="ADDED"' in row["data"]
+        assert "&lt;script&gt;" in row["data"] and "<script>" not in row["data"]
+        async with hub.http.stream(
+            "GET", "/ui/stream/events", params={"since": str(since), "q": "evil"}
+        ) as response:
+            (item,) = await SseReader(response).next(1)
+        assert item["event"] == "change" and ">evil</a>" in item["data"].replace("default/", "")
+        page = await html(hub, "/ui/events", cluster="dev-1")
+        assert "/ui/stream/events?" in page and "cluster=dev-1" in page
+
+
+async def test_a_view_older_than_the_log_is_told_to_reload(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    async with synced_cluster(
+        broker.url, f"sqlite:///{tmp_path}/h.db", "dev-1", hub={"retain_changes": 5}
+    ) as (hub, _agent, _sim):
+        await wait_until(lambda: _trimmed(hub), what="log trimmed")
+        params = {"cluster": "dev-1", "since": "1"}
+        async with hub.http.stream("GET", "/ui/stream/rows", params=params) as response:
+            (notice,) = await SseReader(response).next(1)
+        assert 'data-op="STALE"' in notice["data"]
+
+
+async def _trimmed(hub: LiveHub) -> bool:
+    from app.store import queries
+
+    oldest = await queries.oldest_retained_revision(hub.hub.engine)
+    return oldest is not None and oldest > 2
+
+
+async def test_fleet_pulse_reports_every_cluster(broker: Mosquitto, tmp_path: Path) -> None:
+    async with synced_cluster(broker.url, f"sqlite:///{tmp_path}/h.db", "dev-1") as (
+        hub,
+        _agent,
+        sim,
+    ):
+        async with hub.http.stream("GET", "/ui/stream/fleet") as response:
+            reader = SseReader(response)
+            summary: dict[str, Any] = {}
+            while "dev-1" not in summary.get("clusters", {}):
+                (event,) = await reader.next(1)
+                summary = orjson.loads(event["data"])
+        cluster = summary["clusters"]["dev-1"]
+        assert cluster["online"] is True and cluster["objects"] == sim.count()
+        assert summary["totals"]["clusters"] == 1
+        static = await hub.http.get("/static/vendor/htmx-ext-sse-2.2.4.min.js")
+        assert static.status_code == 200 and "sse-connect" in static.text

@@ -24,12 +24,13 @@
   var history = {};  // cluster -> last 60 rates
 
   function drawSpark(card, rates) {
+    // newest at the right edge, with headroom so a steady rate is a visible line, not the rim
     var line = card.querySelector(".spark polyline");
     if (!line) return;
-    var max = Math.max.apply(null, rates.concat([1]));
-    var step = 120 / 59;
+    var top = Math.max.apply(null, rates.concat([1])) * 1.25;
+    var step = 120 / 59, n = rates.length;
     line.setAttribute("points", rates.map(function (r, i) {
-      return (i * step).toFixed(1) + "," + (27 - (r / max) * 25).toFixed(1);
+      return (120 - (n - 1 - i) * step).toFixed(1) + "," + (26 - (r / top) * 22).toFixed(1);
     }).join(" "));
   }
 

@@ -1,0 +1,83 @@
+"""The dashboard in a real browser (Debian's Chromium) against a real hub, broker and agents."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import Stack
+
+
+def test_overview_lists_every_cluster_live(page: Page, stack: Stack, shots: Path) -> None:
+    page.goto(stack.base_url + "/")
+    for name in ("dev-1", "prod-1", "prod-2"):
+        expect(page.locator(f'.card[data-cluster="{name}"] [data-field=state]')).to_have_text(
+            "online"
+        )
+    expect(page.locator('[data-total="clusters"]')).to_have_text("3")
+    # the change-rate sparkline is drawn from the live pulse
+    expect(page.locator('.card[data-cluster="prod-1"] .spark polyline')).to_have_attribute(
+        "points", re.compile(r"\d")
+    )
+    page.screenshot(path=shots / "overview.png", full_page=True)
+
+
+def test_filtering_the_fleet_by_label(page: Page, stack: Stack) -> None:
+    page.goto(stack.base_url + "/")
+    page.get_by_label("Clusters matching labels").fill("env=prod")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator(".card")).to_have_count(2)
+    expect(page.locator('.card[data-cluster="dev-1"]')).to_have_count(0)
+
+
+def test_cluster_view_changes_live_without_reload(page: Page, stack: Stack, shots: Path) -> None:
+    page.goto(stack.base_url + "/ui/clusters/prod-1")
+    expect(page.locator("#rows tr")).not_to_have_count(0)
+    page.evaluate("window.__stillHere = true")
+    # the sim churns 2 changes/s; one of them reaches this open page as a live row
+    expect(page.locator("#rows tr[data-op]").first).to_be_attached(timeout=5000)
+    assert page.evaluate("window.__stillHere") is True  # no reload happened
+    page.screenshot(path=shots / "cluster.png", full_page=False)
+
+
+def test_a_filter_narrows_the_table(page: Page, stack: Stack) -> None:
+    page.goto(stack.base_url + "/ui/clusters/prod-1")
+    nodes = stack.get("/clusters/prod-1")["counts"]["Node"]
+    page.locator("select[name=kind]").select_option("Node")
+    expect(page.locator("#rows tr")).to_have_count(nodes)
+    expect(page).to_have_url(re.compile(r"kind=Node"))
+    for kind in page.locator("#rows tr td:nth-child(2)").all_inner_texts():
+        assert kind == "Node"
+
+
+def test_object_view_shows_yaml(page: Page, stack: Stack, shots: Path) -> None:
+    page.goto(stack.base_url + "/ui/clusters/prod-1?kind=Deployment")
+    page.locator("#rows tr th a").first.click()
+    expect(page.locator("pre.yaml")).to_contain_text("apiVersion: apps/v1")
+    expect(page.locator("h2", has_text="History")).to_be_visible()
+    page.screenshot(path=shots / "object.png", full_page=False)
+
+
+def test_live_feed_streams_and_pauses(page: Page, stack: Stack, shots: Path) -> None:
+    page.goto(stack.base_url + "/ui/events")
+    expect(page.locator("#feed li").first).to_be_attached(timeout=5000)
+    page.get_by_role("button", name="Pause").click()
+    expect(page.locator("#pause")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#skipped")).to_contain_text("not shown while paused", timeout=5000)
+    page.screenshot(path=shots / "events.png", full_page=False)
+
+
+def test_a_killed_agent_turns_its_card_offline(page: Page, stack: Stack, shots: Path) -> None:
+    page.goto(stack.base_url + "/")
+    card = page.locator('.card[data-cluster="prod-2"]')
+    expect(card.locator("[data-field=state]")).to_have_text("online")
+    try:
+        stack.kill_agent("prod-2", wait=False)
+        expect(card.locator("[data-field=state]")).to_have_text("offline", timeout=10000)
+        expect(card).to_have_class(re.compile(r"\boffline\b"))
+        page.screenshot(path=shots / "overview-offline.png", full_page=False)
+    finally:
+        stack.start_agent("prod-2")
+    expect(card.locator("[data-field=state]")).to_have_text("online", timeout=10000)

@@ -26,6 +26,7 @@ test: $(STAMP) mosquitto-installed
 
 bench: $(STAMP) mosquitto-installed
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/dashboards.py
 
 check: $(STAMP)
 	$(BIN)/ruff format --check app tests bench

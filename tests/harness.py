@@ -103,10 +103,11 @@ def sim_agent(
     *,
     objects: int = 40,
     labels: dict[str, str] | None = None,
+    kinds: tuple[KindKey, ...] = KINDS,
     **kwargs: Any,
 ) -> tuple[Agent, SimulatedCluster]:
     sim = SimulatedCluster(
-        cluster=cluster, objects=objects, churn_per_s=0, seed=hash(cluster) % 1000, kinds=KINDS
+        cluster=cluster, objects=objects, churn_per_s=0, seed=hash(cluster) % 1000, kinds=kinds
     )
     options: dict[str, Any] = {"heartbeat_s": 0.5, "resync_s": 1.0, **kwargs}
     agent = Agent(

@@ -25,7 +25,8 @@ import orjson
 
 from app import __version__
 from app.agent.buffer import PendingChanges, PublishedIndex
-from app.agent.sources.base import ClusterSource, Listing
+from app.agent.sources.base import ClusterSource, Listing, WorkloadTarget
+from app.agent.workloads import WorkloadRunner
 from app.informer.objects import KindKey, ObjectRef, WatchEvent
 from app.transport import cloudevents, topics
 from app.transport.cloudevents import (
@@ -37,9 +38,15 @@ from app.transport.cloudevents import (
 from app.transport.messages import (
     Hello,
     MessageType,
+    ResyncRequest,
+    WorkloadApply,
+    WorkloadRemove,
+    WorkloadStatus,
     digest_data,
     hello_data,
-    parse_resync_request,
+    parse_hub_message,
+    workload_resync_data,
+    workload_status_data,
 )
 from app.transport.mqtt import LinkOptions, MqttLink, Will
 
@@ -97,6 +104,12 @@ class Agent:
         )
         self.link.on_connect = self._on_connect
         self._tasks: asyncio.TaskGroup | None = None
+        self.workloads = (
+            WorkloadRunner(source, self._send_status)
+            if isinstance(source, WorkloadTarget)
+            else None
+        )
+        """Workload delivery, for sources that can apply objects."""
         self.sent_messages = 0
         self.oversized = 0
         self.instance = uuid.uuid4().hex
@@ -218,19 +231,51 @@ class Agent:
             self.pending.clear()
             self.request_relist(self.source.kinds)
         self._send(self._hello(), first=True)
+        if self.workloads is not None:  # the spec resync: the hub answers with what is newer
+            held = workload_resync_data(self.workloads.held_versions())
+            self._send(self._message(MessageType.WORKLOAD_RESYNC, held))
         # after anything already queued (snapshot chunks): it must describe what precedes it
         self._send(self._digest)
 
     async def _on_request(self, topic: str, payload: bytes) -> None:
         try:
-            request = parse_resync_request(cloudevents.decode(payload))
+            request = parse_hub_message(cloudevents.decode(payload))
         except MalformedMessage as exc:
             log.warning("%s: ignoring bad request on %s: %s", self.cluster, topic, exc)
             return
+        match request:
+            case ResyncRequest():
+                self._relist_requested(request)
+            case WorkloadApply() if self.workloads is not None:
+                await self.workloads.apply(request)
+            case WorkloadRemove() if self.workloads is not None:
+                await self.workloads.remove(request)
+            case WorkloadApply() | WorkloadRemove():
+                self._send_status(
+                    WorkloadStatus(
+                        request.workload,
+                        request.version,
+                        isinstance(request, WorkloadRemove),
+                        [],
+                        {},
+                        f"the {type(self.source).__name__} source cannot apply workloads",
+                        "",
+                    )
+                )
+
+    def _send_status(self, status: WorkloadStatus) -> None:
+        self._send(self._message(MessageType.WORKLOAD_STATUS, workload_status_data(status)))
+
+    def _relist_requested(self, request: ResyncRequest) -> None:
         if not request.kinds:
             self._send(self._hello())
         watched = tuple(k for k in request.kinds if k in self.source.kinds)
         self.request_relist(watched if request.kinds else self.source.kinds)
+
+    def relabel(self, labels: dict[str, str]) -> None:
+        """The cluster's labels changed: tell the hub (placements are re-evaluated)."""
+        self.labels = labels
+        self._send(self._hello())
 
     def request_relist(self, kinds: tuple[KindKey, ...]) -> None:
         self._relist.update(kinds)
@@ -294,7 +339,13 @@ class Agent:
         await self._tasks.__aenter__()
         self._loops = [
             self._tasks.create_task(loop)
-            for loop in (self._publisher(), self._relister(), self._ticker(), self.source.run(self))
+            for loop in (
+                self._publisher(),
+                self._relister(),
+                self._ticker(),
+                self.source.run(self),
+                *([self.workloads.run()] if self.workloads else []),
+            )
         ]
         return self
 

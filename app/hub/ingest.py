@@ -19,6 +19,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from app.hub.feed import ChangeFeed
 from app.hub.registry import ClusterRegistry
@@ -36,12 +37,17 @@ from app.transport.messages import (
     Offline,
     SnapshotChunk,
     WatchEvents,
+    WorkloadResync,
+    WorkloadStatus,
     parse_agent_message,
 )
 
 log = logging.getLogger(__name__)
 
 SLOW_BATCH_S = 0.1
+T = TypeVar("T")
+WorkloadMessages = Callable[[list[tuple[str, AgentMessage]]], Awaitable[None]]
+"""Receives workload status and resync messages, in order, before they are acknowledged."""
 RequestResync = Callable[[str, tuple[KindKey, ...]], Awaitable[None]]
 
 
@@ -74,7 +80,9 @@ class Ingest:
         request_resync: RequestResync,
         batch_max_events: int = 5000,
         lease_heartbeats: float = 3.0,
+        on_workload_messages: WorkloadMessages | None = None,
     ) -> None:
+        self._on_workload_messages = on_workload_messages
         self._source = source
         self._writer = writer
         self._feed = feed
@@ -180,6 +188,8 @@ class Ingest:
                 )
             case Offline(reason):
                 return Reflection([ClusterOffline(cluster, reason)])
+            case WorkloadStatus() | WorkloadResync():
+                return Reflection()  # handed to the workload dispatcher after the commit
         raise AssertionError(message)  # pragma: no cover
 
     def _take_batch(self) -> list[_Pending]:
@@ -223,6 +233,7 @@ class Ingest:
                         f"{n} {k}" for k, n in Counter(type(d).__name__ for d in deltas).items()
                     ),
                 )
+            await self._hand_over_workload_messages(batch)
             for pending in batch:
                 if not pending.done.done():
                     pending.done.set_result(None)
@@ -237,11 +248,24 @@ class Ingest:
                     relist[cluster] = set()  # everything, hello included
             await self._after_commit(batch, relist)
 
+    async def _hand_over_workload_messages(self, batch: list[_Pending]) -> None:
+        handler = self._on_workload_messages
+        messages: list[tuple[str, AgentMessage]] = [
+            (p.cluster, p.message)
+            for p in batch
+            if isinstance(p.message, WorkloadStatus | WorkloadResync)
+        ]
+        if messages and handler is not None:
+            await self._retry(lambda: handler(messages))
+
     async def _apply_with_retry(self, deltas: list[Delta]) -> Applied:
+        return await self._retry(lambda: self._writer.apply(deltas))
+
+    async def _retry(self, write: Callable[[], Awaitable[T]]) -> T:
         delay = 0.1
         while True:
             try:
-                return await self._writer.apply(deltas)
+                return await write()
             except Exception:
                 log.exception("writing a batch failed; retrying in %.1fs", delay)
                 await asyncio.sleep(delay)

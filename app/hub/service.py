@@ -21,6 +21,7 @@ from app.hub.feed import ChangeFeed
 from app.hub.ingest import Ingest
 from app.hub.registry import ClusterRegistry, InMemoryRegistry, RedisRegistry
 from app.informer.objects import KindKey
+from app.placement.dispatcher import Dispatcher
 from app.store.db import checkpoint, create_engine
 from app.store.migrate import upgrade_async
 from app.store.writer import InventoryWriter
@@ -49,6 +50,12 @@ class HubService:
             else InMemoryRegistry(settings.replica_id)
         )
         self.writer = InventoryWriter(self.engine)
+        self.dispatcher = Dispatcher(
+            engine=self.engine,
+            lock=self.writer.lock,
+            publish=self._publish,
+            source=settings.source,
+        )
         self.ingest = Ingest(
             source=settings.source,
             writer=self.writer,
@@ -57,6 +64,7 @@ class HubService:
             request_resync=self.request_resync,
             batch_max_events=settings.batch_max_events,
             lease_heartbeats=settings.offline_after_heartbeats,
+            on_workload_messages=self.dispatcher.on_agent_messages,
         )
         self.link = MqttLink(
             LinkOptions(
@@ -83,6 +91,7 @@ class HubService:
             tasks.create_task(self.ingest.run()),
             tasks.create_task(self._upkeep()),
             tasks.create_task(self._checkpoints()),
+            tasks.create_task(self.dispatcher.run()),
         ]
         await self._stack.enter_async_context(self.link)
         return self
@@ -95,6 +104,9 @@ class HubService:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._stack.__aexit__(et, e, tb)
+
+    async def _publish(self, topic: str, payload: bytes) -> None:
+        await self.link.publish(topic, payload)
 
     async def request_resync(self, cluster: str, kinds: tuple[KindKey, ...]) -> None:
         event = cloudevents.CloudEvent(

@@ -96,3 +96,61 @@ clusters = Cluster.__table__  # type: ignore[attr-defined]
 resources = Resource.__table__  # type: ignore[attr-defined]
 changes = Change.__table__  # type: ignore[attr-defined]
 revision_counter = RevisionCounter.__table__  # type: ignore[attr-defined]
+
+
+class Workload(SQLModel, table=True):
+    """Desired state held by the hub: manifests to place on the clusters a placement picks."""
+
+    __tablename__ = "workloads"
+
+    name: str = Field(primary_key=True, max_length=63)
+    manifests: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONType, nullable=False)
+    )
+    version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False))
+    update_strategy: str = "ServerSideApply"
+    delete_option: str = "Foreground"
+    feedback_rules: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONType, nullable=False)
+    )
+    placement: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONType, nullable=False)
+    )
+    deleting: bool = False
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class Delivery(SQLModel, table=True):
+    """One workload on one cluster: the outbox row the dispatcher sends until it is acked.
+
+    `version_wanted` is what the cluster should run (0 with `removing`: take it away);
+    `version_sent` the last version published, `version_acked` the last the agent applied.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_due", "next_send_at"),)
+
+    workload: str = Field(primary_key=True, max_length=63)
+    cluster: str = Field(primary_key=True, max_length=63)
+    version_wanted: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    version_sent: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    version_acked: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    removing: bool = False
+    state: str = "Pending"
+    conditions: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONType, nullable=False)
+    )
+    feedback: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONType, nullable=False)
+    )
+    last_error: str = ""
+    status_hash: str = ""
+    attempts: int = 0
+    next_send_at: float = 0.0
+    sent_at: float = 0.0
+    updated_at: float = 0.0
+
+
+workloads = Workload.__table__  # type: ignore[attr-defined]
+deliveries = Delivery.__table__  # type: ignore[attr-defined]

@@ -36,6 +36,10 @@ class MessageType(StrEnum):
     SNAPSHOT = f"{_PREFIX}.resources.status.resync_response"
     DIGEST = f"{_PREFIX}.resources.status.digest"
     RESYNC_REQUEST = f"{_PREFIX}.resources.status.resync_request"
+    WORKLOAD_APPLY = f"{_PREFIX}.workloads.spec.update_request"
+    WORKLOAD_REMOVE = f"{_PREFIX}.workloads.spec.delete_request"
+    WORKLOAD_STATUS = f"{_PREFIX}.workloads.status.update_request"
+    WORKLOAD_RESYNC = f"{_PREFIX}.workloads.spec.resync_request"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +95,58 @@ class ResyncRequest:
     """Empty means every kind the agent watches."""
 
 
-AgentMessage = Hello | Heartbeat | Offline | WatchEvents | SnapshotChunk | Digest
+@dataclass(frozen=True, slots=True)
+class WorkloadApply:
+    """Hub -> agent: run this version of a workload (all its manifests)."""
+
+    workload: str
+    version: int
+    manifests: list[dict[str, Any]]
+    update_strategy: str
+    delete_option: str
+    feedback_rules: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadRemove:
+    """Hub -> agent: the workload is no longer placed here."""
+
+    workload: str
+    version: int
+    delete_option: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadStatus:
+    """Agent -> hub: the acknowledgement of a version (applied or removed) and its status."""
+
+    workload: str
+    version: int
+    removed: bool
+    conditions: list[dict[str, Any]]
+    feedback: dict[str, Any]
+    error: str
+    status_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadResync:
+    """Agent -> hub, on every connect: the versions it holds."""
+
+    held: dict[str, int]
+
+
+AgentMessage = (
+    Hello
+    | Heartbeat
+    | Offline
+    | WatchEvents
+    | SnapshotChunk
+    | Digest
+    | WorkloadStatus
+    | WorkloadResync
+)
+HubMessage = ResyncRequest | WorkloadApply | WorkloadRemove
 
 
 # -- encoding -------------------------------------------------------------------------
@@ -138,6 +193,37 @@ def digest_data(digests: dict[KindKey, KindDigest]) -> dict[str, Any]:
     return {
         "digests": [{**_kind_json(k), "count": d.count, "hash": d.hash} for k, d in digests.items()]
     }
+
+
+def workload_apply_data(m: WorkloadApply) -> dict[str, Any]:
+    return {
+        "workload": m.workload,
+        "version": m.version,
+        "manifests": m.manifests,
+        "updateStrategy": m.update_strategy,
+        "deleteOption": m.delete_option,
+        "feedbackRules": m.feedback_rules,
+    }
+
+
+def workload_remove_data(m: WorkloadRemove) -> dict[str, Any]:
+    return {"workload": m.workload, "version": m.version, "deleteOption": m.delete_option}
+
+
+def workload_status_data(m: WorkloadStatus) -> dict[str, Any]:
+    return {
+        "workload": m.workload,
+        "version": m.version,
+        "removed": m.removed,
+        "conditions": m.conditions,
+        "feedback": m.feedback,
+        "error": m.error,
+        "statusHash": m.status_hash,
+    }
+
+
+def workload_resync_data(held: dict[str, int]) -> dict[str, Any]:
+    return {"workloads": [{"workload": w, "version": v} for w, v in sorted(held.items())]}
 
 
 def resync_request_data(kinds: tuple[KindKey, ...]) -> dict[str, Any]:
@@ -242,10 +328,58 @@ def parse_agent_message(event: CloudEvent) -> AgentMessage:
                     raise MalformedMessage("a digest needs an integer count and a string hash")
                 digests[kind] = KindDigest(count, hash_)
             return Digest(digests)
+        case MessageType.WORKLOAD_STATUS:
+            return WorkloadStatus(
+                workload=_field(data, "workload", str),
+                version=_version(data),
+                removed=bool(data.get("removed", False)),
+                conditions=[c for c in _field(data, "conditions", list) if isinstance(c, dict)],
+                feedback=_object(data.get("feedback")),
+                error=str(data.get("error") or ""),
+                status_hash=str(data.get("statusHash") or ""),
+            )
+        case MessageType.WORKLOAD_RESYNC:
+            held: dict[str, int] = {}
+            for item in _field(data, "workloads", list):
+                if not isinstance(item, dict):
+                    raise MalformedMessage("a held workload must be an object")
+                held[_field(item, "workload", str)] = _version(item)
+            return WorkloadResync(held)
     raise MalformedMessage(f"unknown message type {event.type!r}", "unknown_type")
 
 
-def parse_resync_request(event: CloudEvent) -> ResyncRequest:
-    if event.type != MessageType.RESYNC_REQUEST:
-        raise MalformedMessage(f"unknown message type {event.type!r}", "unknown_type")
-    return ResyncRequest(tuple(_kind(k) for k in _field(event.data, "kinds", list)))
+def _object(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _version(data: dict[str, Any]) -> int:
+    version = _field(data, "version", int)
+    if version < 0:
+        raise MalformedMessage("version must be >= 0")
+    return int(version)
+
+
+def parse_hub_message(event: CloudEvent) -> HubMessage:
+    data = event.data
+    match event.type:
+        case MessageType.RESYNC_REQUEST:
+            return ResyncRequest(tuple(_kind(k) for k in _field(data, "kinds", list)))
+        case MessageType.WORKLOAD_APPLY:
+            manifests = _field(data, "manifests", list)
+            if not all(isinstance(m, dict) for m in manifests):
+                raise MalformedMessage("every manifest must be an object")
+            return WorkloadApply(
+                workload=_field(data, "workload", str),
+                version=_version(data),
+                manifests=manifests,
+                update_strategy=str(data.get("updateStrategy") or "ServerSideApply"),
+                delete_option=str(data.get("deleteOption") or "Foreground"),
+                feedback_rules=[r for r in data.get("feedbackRules") or [] if isinstance(r, dict)],
+            )
+        case MessageType.WORKLOAD_REMOVE:
+            return WorkloadRemove(
+                workload=_field(data, "workload", str),
+                version=_version(data),
+                delete_option=str(data.get("deleteOption") or "Foreground"),
+            )
+    raise MalformedMessage(f"unknown message type {event.type!r}", "unknown_type")

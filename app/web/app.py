@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from app import __version__
 from app.config import HubSettings
 from app.hub.service import HubService
-from app.web import api, metrics, pages, sse
+from app.web import api, metrics, pages, sse, workloads
 from app.web.live import FleetPulse, RenderCache
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
@@ -42,6 +42,7 @@ def create_app(settings: HubSettings) -> FastAPI:
     app.include_router(api.router)
     app.include_router(sse.router)
     app.include_router(metrics.router)
+    app.include_router(workloads.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -170,4 +170,3 @@ async def change_fragments(
                 yield ServerSentEvent(data=render(item), event=event, id=str(item.revision))
         if sub.overflowed:
             yield ServerSentEvent(data=stale, event=event)
-

@@ -196,11 +196,14 @@ async def test_apply_rejects_an_object_without_a_name() -> None:
         cluster.apply(nameless)
 
 
-async def test_apply_rejects_a_kind_that_is_not_simulated() -> None:
+async def test_a_kind_nobody_watches_is_held_but_never_churned() -> None:
     cluster = static()
     secret = configmap("a") | {"kind": "Secret"}
-    with pytest.raises(ValueError, match="not simulated"):
-        cluster.apply(secret)
+    stored = cluster.apply(secret)  # workloads may bring any kind
+    secrets = KindKey("v1", "Secret")
+    assert secrets not in cluster.kinds
+    cluster.mutate(500)
+    assert cluster.get(secrets, stored["metadata"]["namespace"], "settings") == stored
 
 
 async def test_churn_leaves_applied_objects_alone() -> None:

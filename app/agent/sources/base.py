@@ -10,7 +10,7 @@ have been missed and only a listing with replace semantics repairs that.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from app.informer.objects import KindKey, KubeObject, WatchEvent
 
@@ -46,4 +46,21 @@ class ClusterSource(Protocol):
 
     async def run(self, sink: SourceSink) -> None:
         """Watch every kind and report changes until cancelled."""
+        ...
+
+
+@runtime_checkable
+class WorkloadTarget(Protocol):
+    """A cluster the agent can change: what workload delivery applies manifests to."""
+
+    async def apply_object(self, obj: KubeObject) -> KubeObject:
+        """Create or update (server-side apply) one object; return it as stored."""
+        ...
+
+    async def delete_object(self, kind: KindKey, namespace: str, name: str) -> bool: ...
+
+    async def get_object(self, kind: KindKey, namespace: str, name: str) -> KubeObject | None: ...
+
+    async def labelled(self, key: str, value: str) -> list[tuple[KindKey, str, str]]:
+        """(kind, namespace, name) of every object carrying the label `key=value`."""
         ...

@@ -50,6 +50,9 @@ SEEDED_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 _Key = tuple[str, str]  # (namespace, name)
 
 
+ObjectKeys = list[tuple[KindKey, str, str]]
+
+
 def _copy(obj: KubeObject) -> KubeObject:
     """A deep copy; objects are plain JSON, and orjson copies them several times faster."""
     copied: KubeObject = orjson.loads(orjson.dumps(obj))
@@ -237,8 +240,28 @@ class SimulatedCluster:
     def _state(self, kind: KindKey) -> _KindState:
         state = self._states.get(kind)
         if state is None:
-            raise ValueError(f"{kind} is not simulated by cluster {self._cluster!r}")
+            # a kind nobody watches (a workload may bring any kind): held, never churned
+            state = self._states[kind] = _KindState(0)
         return state
+
+    # -- WorkloadTarget: what workload delivery applies to ----------------------------
+
+    async def apply_object(self, obj: KubeObject) -> KubeObject:
+        return self.apply(obj)
+
+    async def delete_object(self, kind: KindKey, namespace: str, name: str) -> bool:
+        return self.delete(kind, namespace, name)
+
+    async def get_object(self, kind: KindKey, namespace: str, name: str) -> KubeObject | None:
+        return self.get(kind, namespace, name)
+
+    async def labelled(self, key: str, value: str) -> ObjectKeys:
+        return [
+            (kind, namespace, name)
+            for kind, state in self._states.items()
+            for (namespace, name), obj in state.objects.items()
+            if (obj.get("metadata", {}).get("labels") or {}).get(key) == value
+        ]
 
     def _churn_once(self) -> None:
         kind = self._rng.choices(self._kinds, cum_weights=self._cum_weights)[0]

@@ -1,0 +1,233 @@
+"""The agent's side of workload delivery: apply what the hub places, report status, fix drift.
+
+Contract (ACK mode, as KubeEdge's CloudHub): a version is acknowledged, by a status
+message, only after it was applied; a duplicate or older version is not applied again but
+answered with the current status, so the hub's resends are harmless. Removal is
+acknowledged likewise. Held versions live in memory: after a restart the agent holds
+nothing, tells the hub so on connect (`WorkloadResync`), and gets everything again.
+
+Drift, checked every `drift_s`: an applied object changed or deleted on the cluster is
+restored (`ServerSideApply`), recreated only if deleted (`CreateOnly`), or only reported as
+`Degraded` (`ReadOnly` never writes: it reports what exists).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from app.agent.sources.base import WorkloadTarget
+from app.informer.objects import KindKey, KubeObject
+from app.transport.messages import WorkloadApply, WorkloadRemove, WorkloadStatus
+
+log = logging.getLogger(__name__)
+
+OWNER_LABEL = "transport-informer.io/workload"
+ObjectKey = tuple[KindKey, str, str]
+
+
+def object_key(manifest: KubeObject) -> ObjectKey:
+    meta = manifest.get("metadata") or {}
+    return (
+        KindKey(manifest["apiVersion"], manifest["kind"]),
+        meta.get("namespace") or "",
+        meta["name"],
+    )
+
+
+def _owned(manifest: KubeObject, workload: str) -> KubeObject:
+    obj = orjson.loads(orjson.dumps(manifest))
+    meta = obj.setdefault("metadata", {})
+    meta.setdefault("labels", {})[OWNER_LABEL] = workload
+    return dict(obj)
+
+
+def _desired_part(obj: KubeObject) -> Any:
+    """What drift compares: everything but metadata bookkeeping and status."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+def json_path(obj: Any, path: str) -> Any:
+    """Evaluate a `.a.b[0].c` path; None where it leads nowhere."""
+    for name, index in re.findall(r"\.([A-Za-z_][A-Za-z0-9_-]*)(?:\[(\d+)\])?", path):
+        obj = obj.get(name) if isinstance(obj, dict) else None
+        if index and isinstance(obj, list):
+            obj = obj[int(index)] if int(index) < len(obj) else None
+        if obj is None:
+            return None
+    return obj
+
+
+def _condition(type_: str, ok: bool, reason: str, message: str = "") -> dict[str, Any]:
+    return {
+        "type": type_,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+    }
+
+
+@dataclass
+class _Held:
+    spec: WorkloadApply
+    objects: dict[ObjectKey, KubeObject] = field(default_factory=dict)
+    """Desired objects (with the owner label) by key."""
+    error: str = ""
+    status: WorkloadStatus | None = None
+    sent_hash: str = ""
+
+
+class WorkloadRunner:
+    def __init__(
+        self,
+        target: WorkloadTarget,
+        send: Callable[[WorkloadStatus], None],
+        *,
+        drift_s: float = 1.0,
+    ) -> None:
+        self._target = target
+        self._send = send
+        self._drift_s = drift_s
+        self._held: dict[str, _Held] = {}
+        self._lock = asyncio.Lock()
+
+    def held_versions(self) -> dict[str, int]:
+        return {name: held.spec.version for name, held in self._held.items()}
+
+    async def apply(self, spec: WorkloadApply) -> None:
+        async with self._lock:
+            held = self._held.get(spec.workload)
+            if held is not None and spec.version <= held.spec.version:
+                self._report(held, force=True)  # a duplicate or stale resend: ack again
+                return
+            desired = {object_key(m): _owned(m, spec.workload) for m in spec.manifests}
+            if held is not None and held.spec.delete_option == "Foreground":
+                for key in held.objects.keys() - desired.keys():
+                    await self._target.delete_object(*key)
+            held = self._held[spec.workload] = _Held(spec, desired)
+            held.error = ""
+            if spec.update_strategy != "ReadOnly":
+                for key, obj in desired.items():
+                    try:
+                        await self._target.apply_object(obj)
+                    except Exception as exc:  # reported, retried by the drift loop
+                        held.error = f"{key[0].kind} {key[1]}/{key[2]}: {exc}"
+                        log.warning("workload %s: %s", spec.workload, held.error)
+            await self._evaluate(held)
+            self._report(held, force=True)
+
+    async def remove(self, request: WorkloadRemove) -> None:
+        async with self._lock:
+            held = self._held.pop(request.workload, None)
+            if request.delete_option == "Foreground":
+                # by the owner label too: an agent restarted since the apply holds nothing
+                owned = await self._target.labelled(OWNER_LABEL, request.workload)
+                for key in {*(held.objects if held else ()), *owned}:
+                    await self._target.delete_object(*key)
+            version = held.spec.version if held else request.version
+            self._send(WorkloadStatus(request.workload, version, True, [], {}, "", ""))
+
+    async def run(self) -> None:
+        """Check drift and status until cancelled."""
+        while True:
+            await asyncio.sleep(self._drift_s)
+            async with self._lock:
+                for held in list(self._held.values()):
+                    await self._repair(held)
+                    await self._evaluate(held)
+                    self._report(held)
+
+    async def _repair(self, held: _Held) -> None:
+        strategy = held.spec.update_strategy
+        if strategy == "ReadOnly":
+            return
+        for key, desired in held.objects.items():
+            current = await self._target.get_object(*key)
+            missing = current is None
+            drifted = not missing and _desired_part(current or {}) != _desired_part(desired)
+            if missing or (drifted and strategy == "ServerSideApply"):
+                log.info(
+                    "workload %s: %s %s/%s %s; restoring",
+                    held.spec.workload,
+                    key[0].kind,
+                    key[1],
+                    key[2],
+                    "deleted" if missing else "changed",
+                )
+                try:
+                    await self._target.apply_object(desired)
+                except Exception as exc:
+                    held.error = f"{key[0].kind} {key[1]}/{key[2]}: {exc}"
+
+    async def _evaluate(self, held: _Held) -> None:
+        current = {key: await self._target.get_object(*key) for key in held.objects}
+        missing = [k for k, obj in current.items() if obj is None]
+        drifted = [
+            k
+            for k, obj in current.items()
+            if obj is not None and _desired_part(obj) != _desired_part(held.objects[k])
+        ]
+        applied = held.spec.update_strategy == "ReadOnly" or not held.error
+        available = not missing and all(_ready(obj) for obj in current.values() if obj)
+        degraded = bool(missing or drifted)
+        conditions = [
+            _condition("Applied", applied, "Applied" if applied else "ApplyFailed", held.error),
+            _condition(
+                "Available",
+                available,
+                "ObjectsReady" if available else "NotReady",
+                f"{len(missing)} missing" if missing else "",
+            ),
+            _condition(
+                "Degraded",
+                degraded,
+                "Drifted" if degraded else "AsDesired",
+                ", ".join(f"{k[0].kind} {k[1]}/{k[2]}" for k in missing + drifted)[:500],
+            ),
+        ]
+        feedback: dict[str, Any] = {}
+        for rule in held.spec.feedback_rules:
+            for key, obj in current.items():
+                if obj is None or (rule.get("kind") and rule["kind"] != key[0].kind):
+                    continue
+                value = json_path(obj, str(rule.get("jsonPath", "")))
+                if value is not None:
+                    feedback.setdefault(str(rule.get("name")), {})[
+                        f"{key[0].kind}/{key[1] or '_'}/{key[2]}"
+                    ] = value
+        status_hash = hashlib.sha256(
+            orjson.dumps([conditions, feedback, held.error], option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()[:16]
+        held.status = WorkloadStatus(
+            held.spec.workload,
+            held.spec.version,
+            False,
+            conditions,
+            feedback,
+            held.error,
+            status_hash,
+        )
+
+    def _report(self, held: _Held, *, force: bool = False) -> None:
+        status = held.status
+        if status is None:
+            return
+        if force or status.status_hash != held.sent_hash:
+            held.sent_hash = status.status_hash
+            self._send(status)
+
+
+def _ready(obj: KubeObject) -> bool:
+    """Ready replicas reach the wanted count where the object says both; else it exists."""
+    wanted = (obj.get("spec") or {}).get("replicas")
+    status = obj.get("status") or {}
+    if isinstance(wanted, int) and "readyReplicas" in status:
+        return bool(status.get("readyReplicas", 0) >= wanted)
+    return True

@@ -1,0 +1,376 @@
+"""Workloads and their per-cluster deliveries (the outbox), in SQL.
+
+Every write here runs under the writer's lock (`lock`), as upkeep does, so it never collides
+with ingest inside SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.store.tables import clusters, deliveries, workloads
+
+
+class WorkloadExists(ValueError):
+    pass
+
+
+class WorkloadNotFound(KeyError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadRow:
+    name: str
+    manifests: list[dict[str, Any]]
+    version: int
+    update_strategy: str
+    delete_option: str
+    feedback_rules: list[dict[str, Any]]
+    placement: dict[str, Any]
+    deleting: bool
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    workload: str
+    cluster: str
+    version_wanted: int
+    version_sent: int
+    version_acked: int
+    removing: bool
+    conditions: list[dict[str, Any]]
+    feedback: dict[str, Any]
+    last_error: str
+    status_hash: str
+    attempts: int
+    next_send_at: float
+    sent_at: float
+    updated_at: float
+
+    @property
+    def state(self) -> str:
+        """Pending|Delivered|Applied|Available|Degraded|Failed|Deleting."""
+        if self.removing:
+            return "Deleting"
+        if self.version_acked < self.version_wanted:
+            return "Delivered" if self.version_sent >= self.version_wanted else "Pending"
+        if self.last_error:
+            return "Failed"
+        status = {c.get("type"): c.get("status") for c in self.conditions}
+        if status.get("Degraded") == "True":
+            return "Degraded"
+        if status.get("Available") == "True":
+            return "Available"
+        return "Applied"
+
+
+def _workload(row: Any) -> WorkloadRow:
+    return WorkloadRow(
+        row.name,
+        row.manifests,
+        row.version,
+        row.update_strategy,
+        row.delete_option,
+        row.feedback_rules,
+        row.placement,
+        row.deleting,
+        row.created_at,
+        row.updated_at,
+    )
+
+
+def _delivery(row: Any) -> DeliveryRow:
+    m = row._mapping
+    return DeliveryRow(**{k: m[k] for k in DeliveryRow.__slots__})
+
+
+def _locked(lock: asyncio.Lock | None) -> Any:
+    return lock or nullcontext()
+
+
+# -- workloads ------------------------------------------------------------------------------
+
+
+async def create_workload(
+    engine: AsyncEngine, values: dict[str, Any], now: float, lock: asyncio.Lock | None = None
+) -> WorkloadRow:
+    async with _locked(lock), engine.begin() as conn:
+        existing = await conn.scalar(
+            select(workloads.c.name).where(workloads.c.name == values["name"])
+        )
+        if existing is not None:
+            raise WorkloadExists(f"workload {values['name']!r} exists; PUT to change it")
+        row = {**values, "version": 1, "deleting": False, "created_at": now, "updated_at": now}
+        await conn.execute(workloads.insert().values(**row))
+        stored = (
+            await conn.execute(select(workloads).where(workloads.c.name == values["name"]))
+        ).one()
+    return _workload(stored)
+
+
+async def update_workload(
+    engine: AsyncEngine, values: dict[str, Any], now: float, lock: asyncio.Lock | None = None
+) -> WorkloadRow:
+    async with _locked(lock), engine.begin() as conn:
+        current = (
+            await conn.execute(select(workloads).where(workloads.c.name == values["name"]))
+        ).first()
+        if current is None or current.deleting:
+            raise WorkloadNotFound(values["name"])
+        version = current.version + 1
+        await conn.execute(
+            update(workloads)
+            .where(workloads.c.name == values["name"])
+            .values(**values, version=version, updated_at=now)
+        )
+        row = (
+            await conn.execute(select(workloads).where(workloads.c.name == values["name"]))
+        ).one()
+    return _workload(row)
+
+
+async def mark_deleting(
+    engine: AsyncEngine, name: str, now: float, lock: asyncio.Lock | None = None
+) -> None:
+    async with _locked(lock), engine.begin() as conn:
+        result = await conn.execute(
+            update(workloads)
+            .where(workloads.c.name == name, workloads.c.deleting.is_(False))
+            .values(deleting=True, updated_at=now)
+        )
+        if not result.rowcount:
+            raise WorkloadNotFound(name)
+
+
+async def get_workload(engine: AsyncEngine, name: str) -> WorkloadRow | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(workloads).where(workloads.c.name == name))).first()
+    return _workload(row) if row else None
+
+
+async def list_workloads(engine: AsyncEngine) -> list[WorkloadRow]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(workloads).order_by(workloads.c.name))
+        return [_workload(r) for r in rows]
+
+
+# -- deliveries -----------------------------------------------------------------------------
+
+
+async def deliveries_of(engine: AsyncEngine, workload: str | None = None) -> list[DeliveryRow]:
+    stmt = select(deliveries).order_by(deliveries.c.workload, deliveries.c.cluster)
+    if workload is not None:
+        stmt = stmt.where(deliveries.c.workload == workload)
+    async with engine.connect() as conn:
+        return [_delivery(r) for r in await conn.execute(stmt)]
+
+
+async def cluster_labels(engine: AsyncEngine) -> dict[str, dict[str, str]]:
+    async with engine.connect() as conn:
+        return {
+            name: labels
+            for name, labels in await conn.execute(select(clusters.c.name, clusters.c.labels))
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """What one workload should be on one cluster after a placement decision."""
+
+    workload: str
+    cluster: str
+    version: int
+
+
+async def sync_deliveries(
+    engine: AsyncEngine,
+    wanted: Iterable[Wanted],
+    finished: Iterable[str],
+    now: float,
+    lock: asyncio.Lock | None = None,
+) -> int:
+    """Make the outbox match the placement decisions; return how many rows changed.
+
+    New pairs are added, changed versions re-armed for sending, pairs no longer wanted marked
+    `removing` (or dropped if never sent); workloads in `finished` (deleted, with no delivery
+    left) are removed.
+    """
+    want = {(w.workload, w.cluster): w.version for w in wanted}
+    changed = 0
+    async with _locked(lock), engine.begin() as conn:
+        have = {
+            (r.workload, r.cluster): _delivery(r) for r in await conn.execute(select(deliveries))
+        }
+        for (workload, cluster), version in want.items():
+            row = have.get((workload, cluster))
+            if row is None:
+                await conn.execute(
+                    deliveries.insert().values(
+                        workload=workload,
+                        cluster=cluster,
+                        version_wanted=version,
+                        version_sent=0,
+                        version_acked=0,
+                        removing=False,
+                        state="Pending",
+                        conditions=[],
+                        feedback={},
+                        last_error="",
+                        status_hash="",
+                        attempts=0,
+                        next_send_at=0.0,
+                        sent_at=0.0,
+                        updated_at=now,
+                    )
+                )
+                changed += 1
+            elif row.version_wanted != version or row.removing:
+                await _rearm(
+                    conn, workload, cluster, version_wanted=version, removing=False, now=now
+                )
+                changed += 1
+        for (workload, cluster), row in have.items():
+            if (workload, cluster) in want or row.removing:
+                continue
+            if row.version_sent == 0:  # never left the hub: nothing to take back
+                await conn.execute(
+                    delete(deliveries).where(
+                        deliveries.c.workload == workload, deliveries.c.cluster == cluster
+                    )
+                )
+            else:
+                await _rearm(conn, workload, cluster, removing=True, now=now)
+            changed += 1
+        for name in finished:
+            await conn.execute(
+                delete(workloads).where(workloads.c.name == name, workloads.c.deleting.is_(True))
+            )
+    return changed
+
+
+async def _rearm(
+    conn: AsyncConnection, workload: str, cluster: str, *, now: float, **values: Any
+) -> None:
+    await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.workload == workload, deliveries.c.cluster == cluster)
+        .values(**values, attempts=0, next_send_at=0.0, updated_at=now)
+    )
+
+
+async def due_deliveries(engine: AsyncEngine, now: float, limit: int = 200) -> list[DeliveryRow]:
+    """Rows whose cluster is not where the hub wants it, and whose resend time has come."""
+    stmt = (
+        select(deliveries)
+        .where(
+            deliveries.c.next_send_at <= now,
+            (deliveries.c.version_acked != deliveries.c.version_wanted)
+            | deliveries.c.removing.is_(True),
+        )
+        .order_by(deliveries.c.next_send_at)
+        .limit(limit)
+    )
+    async with engine.connect() as conn:
+        return [_delivery(r) for r in await conn.execute(stmt)]
+
+
+async def mark_sent(
+    engine: AsyncEngine,
+    sent: Sequence[tuple[DeliveryRow, float]],
+    now: float,
+    lock: asyncio.Lock | None = None,
+) -> None:
+    async with _locked(lock), engine.begin() as conn:
+        for row, next_send_at in sent:
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.workload == row.workload, deliveries.c.cluster == row.cluster)
+                .values(
+                    version_sent=row.version_wanted,
+                    attempts=row.attempts + 1,
+                    sent_at=now,
+                    next_send_at=next_send_at,
+                )
+            )
+
+
+async def record_status(
+    engine: AsyncEngine,
+    cluster: str,
+    statuses: Sequence[Any],
+    now: float,
+    lock: asyncio.Lock | None = None,
+) -> list[str]:
+    """Apply agents' status messages; return the workloads whose delivery state changed.
+
+    A status for a version older than wanted only updates conditions if it is for the acked
+    version; a removal ack deletes the row.
+    """
+    touched: list[str] = []
+    async with _locked(lock), engine.begin() as conn:
+        for status in statuses:
+            where = (deliveries.c.workload == status.workload) & (deliveries.c.cluster == cluster)
+            row = (await conn.execute(select(deliveries).where(where))).first()
+            if row is None:
+                continue
+            if status.removed:
+                if row.removing:
+                    await conn.execute(delete(deliveries).where(where))
+                    touched.append(status.workload)
+                continue
+            if row.removing or status.version > row.version_wanted:
+                continue
+            await conn.execute(
+                update(deliveries)
+                .where(where)
+                .values(
+                    version_acked=max(row.version_acked, status.version),
+                    conditions=status.conditions,
+                    feedback=status.feedback,
+                    last_error=status.error,
+                    status_hash=status.status_hash,
+                    updated_at=now,
+                )
+            )
+            touched.append(status.workload)
+    return touched
+
+
+async def resync_cluster(
+    engine: AsyncEngine,
+    cluster: str,
+    held: dict[str, int],
+    now: float,
+    lock: asyncio.Lock | None = None,
+) -> list[str]:
+    """An agent (re)connected holding `held`: send now whatever it lacks; return the names it
+    holds that the hub does not place there (to be removed)."""
+    async with _locked(lock), engine.begin() as conn:
+        rows = {
+            r.workload: _delivery(r)
+            for r in await conn.execute(select(deliveries).where(deliveries.c.cluster == cluster))
+        }
+        for name, row in rows.items():
+            version = held.get(name, 0)
+            behind = not row.removing and version < row.version_wanted
+            if behind or (row.removing and name in held):
+                await _rearm(
+                    conn, name, cluster, version_acked=min(version, row.version_acked), now=now
+                )
+            elif row.removing and name not in held:
+                await conn.execute(
+                    delete(deliveries).where(
+                        deliveries.c.workload == name, deliveries.c.cluster == cluster
+                    )
+                )
+    return [name for name in held if name not in rows]

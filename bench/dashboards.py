@@ -63,6 +63,9 @@ DELIVERED_MIN = 0.95
 MIX = (("fleet", 0.5), ("rows", 0.4), ("events", 0.1))
 EVENT_MARK = b"\nevent: "
 """Starts every SSE event the dashboard streams send (data lines never hold a newline)."""
+ITEM_MARKS = {"fleet": EVENT_MARK, "rows": b"<tr ", "events": b"<li "}
+"""What to count per stream kind: one change may share an SSE message with others (the hub
+batches what waits for a browser), so rows and feed items are counted, not messages."""
 Reply = dict[str, Any]
 
 
@@ -157,11 +160,12 @@ class Stream:
             async with client.stream("GET", self.path) as response:
                 response.raise_for_status()
                 self.opened = True
+                mark = ITEM_MARKS[self.kind]
                 tail = b"\n"  # the first event starts the stream
                 async for chunk in response.aiter_raw():
                     data = tail + chunk
-                    self.events += data.count(EVENT_MARK)
-                    tail = data[1 - len(EVENT_MARK) :]
+                    self.events += data.count(mark)
+                    tail = data[1 - len(mark) :]
             self.ended = "closed by the hub"
         except httpx.HTTPError as exc:
             self.ended = repr(exc)
@@ -202,7 +206,7 @@ def expected_events(
 async def sse_gauge(client: httpx.AsyncClient) -> int | None:
     with contextlib.suppress(httpx.HTTPError, ValueError):
         for line in (await client.get("/metrics")).text.splitlines():
-            if line.startswith("ti_sse_clients "):
+            if line.startswith("ti_feed_subscribers "):
                 return int(float(line.split()[1]))
     return None
 
@@ -295,7 +299,7 @@ DEFINITIONS = {
     "extra_hub_cores": "hub cores in (B) - hub cores in (A); ratio: (B) / (A)",
     "delivered_ratio": "events received in the window / events the hub should have sent "
     "(changes committed per cluster in the window; a pulse a second per overview)",
-    "hub_feed_subscriptions": "ti_sse_clients from /metrics midway through (B): the change "
+    "hub_feed_subscriptions": "ti_feed_subscribers from /metrics midway through (B): the change "
     "feed's subscriptions (cluster views + live feeds + the overview pulse's one)",
 }
 

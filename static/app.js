@@ -94,10 +94,13 @@
 
   // Row stream of the cluster view: each message is one rendered <tr> (or a notice) with
   // data-op; apply it here so rows not on this page are simply skipped.
-  function applyRow(html) {
+  function applyRows(html) {
     var tpl = document.createElement("template");
     tpl.innerHTML = html.trim();
-    var el = tpl.content.firstElementChild;
+    Array.prototype.slice.call(tpl.content.children).forEach(applyRow);
+  }
+
+  function applyRow(el) {
     var rows = document.getElementById("rows");
     if (!el || !rows) return;
     var op = el.dataset.op, existing = document.getElementById(el.id);
@@ -118,7 +121,7 @@
   document.addEventListener("htmx:sseBeforeMessage", function (e) {
     if (e.target && e.target.hasAttribute && e.target.hasAttribute("data-rows-stream")) {
       e.preventDefault();
-      applyRow(e.detail.data);
+      applyRows(e.detail.data);
       return;
     }
     if (paused && e.target && e.target.id === "feed") {

@@ -43,13 +43,22 @@ class HubService:
         self.engine = create_engine(
             settings.database_url, json_serializer=_json_dumps, json_deserializer=orjson.loads
         )
+        # Ingest writes through its own small pool: a burst of readers (200 browsers
+        # reconnecting) must not leave the writer waiting for a pooled connection.
+        self.write_engine = create_engine(
+            settings.database_url,
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
+            pool_size=2,
+            max_overflow=0,
+        )
         self.feed = ChangeFeed()
         self.registry: ClusterRegistry = (
             RedisRegistry.from_url(settings.redis_url, settings.replica_id)
             if settings.redis_url
             else InMemoryRegistry(settings.replica_id)
         )
-        self.writer = InventoryWriter(self.engine)
+        self.writer = InventoryWriter(self.write_engine)
         self.dispatcher = Dispatcher(
             engine=self.engine,
             lock=self.writer.lock,
@@ -83,6 +92,7 @@ class HubService:
             await upgrade_async(self.settings.database_url)
         await self._stack.__aenter__()
         self._stack.push_async_callback(self.engine.dispose)
+        self._stack.push_async_callback(self.write_engine.dispose)
         self._stack.push_async_callback(self.registry.close)
         tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._stack.push_async_callback(self._cancel, tasks)

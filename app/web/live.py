@@ -6,7 +6,8 @@
   clients). A client whose queue is full skips a summary; the next one supersedes it.
 - `/ui/stream/rows` and `/ui/stream/events` send rendered HTML: table rows as htmx
   out-of-band swaps, feed items for `sse-swap`. Each change is rendered once per process
-  (`RenderCache`), however many browsers show it. They replay from the revision the page was
+  (`RenderCache`), however many browsers show it; changes waiting for a browser go out
+  together in one message. They replay from the revision the page was
   rendered at, so a reconnect (the htmx extension reconnects without Last-Event-ID) loses
   nothing; a revision no longer in the log gets a "reload" notice instead.
 """
@@ -30,6 +31,8 @@ from app.store.queries import ResourceQuery
 from app.store.records import ChangeRecord
 
 Summary = dict[str, Any]
+MAX_BATCH = 200
+"""Changes sent to one browser in one SSE message at most."""
 
 
 class FleetPulse:
@@ -37,7 +40,7 @@ class FleetPulse:
         self._hub = hub
         self._period_s = period_s
         self._reread_s = reread_s
-        self._clients: set[asyncio.Queue[Summary]] = set()
+        self._clients: set[asyncio.Queue[str]] = set()
         self._rates: dict[str, float] = {}
         self._clusters: list[dict[str, Any]] = []
         self.latest: Summary = {"clusters": {}, "totals": {}}
@@ -47,8 +50,8 @@ class FleetPulse:
         return len(self._clients)
 
     @contextmanager
-    def subscribe(self) -> Iterator[asyncio.Queue[Summary]]:
-        queue: asyncio.Queue[Summary] = asyncio.Queue(maxsize=4)
+    def subscribe(self) -> Iterator[asyncio.Queue[str]]:
+        queue: asyncio.Queue[str] = asyncio.Queue(maxsize=4)
         self._clients.add(queue)
         try:
             yield queue
@@ -56,13 +59,16 @@ class FleetPulse:
             self._clients.discard(queue)
 
     async def run(self) -> None:
-        """Until cancelled: tally the feed, publish a summary every period."""
+        """Until cancelled: tally the feed, publish a summary every period (on a fixed
+        schedule, so the work of each period does not stretch it)."""
         loop = asyncio.get_running_loop()
         next_reread = 0.0
+        tick = loop.time()
         while True:
             with self._hub.feed.subscribe(lambda _item: True) as sub:
                 while not sub.overflowed:
-                    await asyncio.sleep(self._period_s)
+                    tick += self._period_s
+                    await asyncio.sleep(max(0.0, tick - loop.time()))
                     tally: Counter[str] = Counter()
                     status_changed = False
                     while not sub.queue.empty():
@@ -104,17 +110,17 @@ class FleetPulse:
             },
             "now": time.time(),
         }
+        encoded = orjson.dumps(self.latest).decode()  # once, for every client
         for queue in list(self._clients):
             if not queue.full():
-                queue.put_nowait(self.latest)
+                queue.put_nowait(encoded)
 
 
 async def pulse_events(pulse: FleetPulse) -> AsyncIterator[ServerSentEvent]:
     with pulse.subscribe() as queue:
         yield ServerSentEvent(data=orjson.dumps(pulse.latest).decode(), event="pulse")
         while True:
-            summary = await queue.get()
-            yield ServerSentEvent(data=orjson.dumps(summary).decode(), event="pulse")
+            yield ServerSentEvent(data=await queue.get(), event="pulse")
 
 
 class RenderCache:
@@ -150,13 +156,18 @@ async def change_fragments(
         return isinstance(item, ChangeRecord) and query.matches(item)
 
     with hub.feed.subscribe(accepts) as sub:
-        oldest = await queries.oldest_retained_revision(hub.engine)
-        current = await queries.current_revision(hub.engine)
-        if since < current and (oldest is None or since < oldest - 1):
-            yield ServerSentEvent(data=stale, event=event)
-            return
         last = since
-        while True:
+        # A page rendered moments ago is usually current: everything after it will reach the
+        # subscription made above, so skip the database (200 browsers reconnecting at once
+        # would otherwise each run three queries).
+        up_to_date = 0 < hub.feed.latest_revision <= since
+        if not up_to_date:
+            oldest = await queries.oldest_retained_revision(hub.engine)
+            current = await queries.current_revision(hub.engine)
+            if since < current and (oldest is None or since < oldest - 1):
+                yield ServerSentEvent(data=stale, event=event)
+                return
+        while not up_to_date:
             page = await queries.changes_after(hub.engine, last, query)
             for change in page.changes:
                 yield ServerSentEvent(data=render(change), event=event, id=str(change.revision))
@@ -164,9 +175,16 @@ async def change_fragments(
             if page.caught_up:
                 break
         while not sub.overflowed:
-            item = await sub.queue.get()
-            if isinstance(item, ChangeRecord) and item.revision > last:
-                last = item.revision
-                yield ServerSentEvent(data=render(item), event=event, id=str(item.revision))
+            # everything already waiting goes out as one message: under load the cost per
+            # send (the server's, the socket's), not per change, dominates
+            items = [await sub.queue.get()]
+            while not sub.queue.empty() and len(items) < MAX_BATCH:
+                items.append(sub.queue.get_nowait())
+            fresh = [i for i in items if isinstance(i, ChangeRecord) and i.revision > last]
+            if fresh:
+                last = fresh[-1].revision
+                yield ServerSentEvent(
+                    data="\n".join(render(c) for c in fresh), event=event, id=str(last)
+                )
         if sub.overflowed:
             yield ServerSentEvent(data=stale, event=event)

@@ -52,7 +52,10 @@ async def metrics(hub: HubDep) -> str:
         {"": hub.ingest.queued},
     )
     metric(
-        "ti_sse_clients", "gauge", "Open Server-Sent Events streams.", {"": hub.feed.subscribers}
+        "ti_feed_subscribers",
+        "gauge",
+        "Change-feed subscriptions: change streams, cluster views, live feeds, the fleet pulse.",
+        {"": hub.feed.subscribers},
     )
     metric(
         "ti_revision",

@@ -13,8 +13,8 @@ from fastapi.staticfiles import StaticFiles
 from app import __version__
 from app.config import HubSettings
 from app.hub.service import HubService
-from app.web import api, metrics, pages, sse, workloads
-from app.web.live import FleetPulse, RenderCache
+from app.web import api, metrics, pages, sse, workload_pages, workloads
+from app.web.live import FleetPulse, RenderCache, Signal
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 
@@ -27,6 +27,8 @@ def create_app(settings: HubSettings) -> FastAPI:
             app.state.templates = pages.build_templates()
             app.state.render_cache = RenderCache()
             app.state.pulse = pulse = FleetPulse(hub)
+            app.state.workload_signal = signal = Signal()
+            hub.dispatcher.on_change = lambda _names: signal.bump()
             pulse_task = tasks.create_task(pulse.run())
             try:
                 yield
@@ -43,6 +45,7 @@ def create_app(settings: HubSettings) -> FastAPI:
     app.include_router(sse.router)
     app.include_router(metrics.router)
     app.include_router(workloads.router)
+    app.include_router(workload_pages.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -188,3 +188,35 @@ async def change_fragments(
                 )
         if sub.overflowed:
             yield ServerSentEvent(data=stale, event=event)
+
+
+class Signal:
+    """A counter that waiters can wait to change: 'something about workloads changed'.
+    Browsers re-render on it at most every `min_interval_s`."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._event = asyncio.Event()
+
+    def bump(self) -> None:
+        self.version += 1
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait_past(self, version: int) -> int:
+        while self.version <= version:
+            await self._event.wait()
+        return self.version
+
+
+async def rerendered(
+    signal: Signal, render: Callable[[], Any], *, event: str, min_interval_s: float = 0.5
+) -> AsyncIterator[ServerSentEvent]:
+    """The fragment `render` makes, now and again after every change (throttled)."""
+    seen = signal.version
+    yield ServerSentEvent(data=await render(), event=event)
+    while True:
+        seen = await signal.wait_past(seen)
+        await asyncio.sleep(min_interval_s)
+        seen = signal.version
+        yield ServerSentEvent(data=await render(), event=event)

@@ -81,3 +81,19 @@ def test_a_killed_agent_turns_its_card_offline(page: Page, stack: Stack, shots: 
     finally:
         stack.start_agent("prod-2")
     expect(card.locator("[data-field=state]")).to_have_text("online", timeout=10000)
+
+
+def test_a_workload_created_in_the_form_rolls_out_green(
+    page: Page, stack: Stack, shots: Path
+) -> None:
+    page.goto(stack.base_url + "/ui/workloads/new")
+    page.locator("input[name=name]").fill("shop")
+    page.locator("input[name=labelSelector]").fill("env=prod")
+    expect(page.locator("#preview")).to_contain_text("2 clusters match")
+    page.screenshot(path=shots / "workload-form.png", full_page=True)
+    page.get_by_role("button", name="Create and deploy").click()
+    expect(page).to_have_url(re.compile(r"/ui/workloads/shop$"))
+    page.goto(stack.base_url + "/ui/workloads")
+    row = page.locator("table.matrix tr", has_text="shop")
+    expect(row.locator(".s-available")).to_have_count(2, timeout=15000)
+    page.screenshot(path=shots / "workloads.png", full_page=False)

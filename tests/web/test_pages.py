@@ -192,3 +192,53 @@ async def test_fleet_pulse_reports_every_cluster(broker: Mosquitto, tmp_path: Pa
         assert summary["totals"]["clusters"] == 1
         static = await hub.http.get("/static/vendor/htmx-ext-sse-2.2.4.min.js")
         assert static.status_code == 200 and "sse-connect" in static.text
+
+
+async def test_workload_form_validates_previews_creates_and_deletes(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    async with synced_cluster(
+        broker.url, f"sqlite:///{tmp_path}/h.db", "dev-1", labels={"env": "prod"}
+    ) as (hub, _agent, _sim):
+        assert "Create and deploy" in await html(hub, "/ui/workloads/new")
+        manifests = (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c1\n"
+            "  namespace: shop\ndata:\n  a: b\n"
+        )
+        form = {
+            "name": "web",
+            "manifests": manifests,
+            "labelSelector": "env=prod",
+            "updateStrategy": "ServerSideApply",
+            "deleteOption": "Foreground",
+        }
+        preview = await hub.http.post("/ui/workloads/preview", data=form)
+        assert "<code>dev-1</code>" in preview.text
+        nothing = await hub.http.post(
+            "/ui/workloads/preview", data={**form, "labelSelector": "env=none"}
+        )
+        assert "matches no cluster" in nothing.text
+        for bad, message in (
+            ({"manifests": "a: [unclosed"}, "does not parse"),
+            ({"manifests": "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n"}, "metadata.name"),
+            ({"labelSelector": "env in ("}, "labelSelector"),
+        ):
+            response = await hub.http.post("/ui/workloads", data={**form, **bad})
+            assert response.status_code == 422 and message in response.text
+        created = await hub.http.post("/ui/workloads", data=form)
+        assert created.status_code == 303 and created.headers["location"] == "/ui/workloads/web"
+        await wait_until(lambda: _available(hub), within=15, what="web available on dev-1")
+        detail = await html(hub, "/ui/workloads/web")
+        assert "Available" in detail and "Applied=True" in detail
+        async with hub.http.stream("GET", "/ui/stream/workloads") as response:
+            (matrix,) = await SseReader(response).next(1)
+        assert matrix["event"] == "matrix" and "s-available" in matrix["data"]
+        assert "env=prod" in await html(hub, "/ui/workloads/web/edit")
+        gone = await hub.http.post("/ui/workloads/web/delete")
+        assert gone.status_code == 303
+        await html(hub, "/ui/workloads/nope", 404)
+
+
+async def _available(hub: LiveHub) -> bool:
+    doc = await hub.get("/workloads/web")
+    return [c["state"] for c in doc["clusters"]] == ["Available"]

@@ -1,0 +1,255 @@
+"""Workload pages: the list with a live rollout matrix, the create/edit form with a live
+placement preview, and each workload's per-cluster detail. Same store and validation as
+the JSON API (`app.web.workloads`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import yaml
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
+from sse_starlette import EventSourceResponse
+
+from app.placement.spec import Placement, WorkloadSpec, parse_manifests
+from app.store import queries
+from app.store import workloads as store
+from app.store.workloads import DeliveryRow, WorkloadExists, WorkloadNotFound
+from app.web.deps import HubDep
+from app.web.live import Signal, rerendered
+from app.web.pages import SSE_PING_S, _page, _templates
+from app.web.workloads import _values, preview
+
+router = APIRouter(include_in_schema=False)
+
+
+def _signal(request: Request) -> Signal:
+    signal: Signal = request.app.state.workload_signal
+    return signal
+
+
+async def _matrix(request: Request, hub: HubDep) -> str:
+    clusters = [r["name"] for r in await queries.cluster_rows(hub.engine)]
+    cells: dict[tuple[str, str], DeliveryRow] = {
+        (r.workload, r.cluster): r for r in await store.deliveries_of(hub.engine)
+    }
+    return (
+        _templates(request)
+        .get_template("_matrix.html")
+        .render(workloads=await store.list_workloads(hub.engine), clusters=clusters, cells=cells)
+    )
+
+
+@router.get("/ui/workloads", response_class=HTMLResponse)
+async def workloads_page(request: Request, hub: HubDep) -> HTMLResponse:
+    return await _page(request, hub, "workloads.html", matrix=await _matrix(request, hub))
+
+
+@router.get("/ui/stream/workloads")
+async def matrix_stream(request: Request, hub: HubDep) -> EventSourceResponse:
+    async def render() -> str:
+        return await _matrix(request, hub)
+
+    return EventSourceResponse(
+        rerendered(_signal(request), render, event="matrix"), ping=SSE_PING_S, send_timeout=30
+    )
+
+
+# -- the form ---------------------------------------------------------------------------
+
+EXAMPLE = """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+spec:
+  replicas: 2
+  template:
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.27
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-config
+  namespace: shop
+data:
+  greeting: hello
+"""
+
+
+def _form_errors(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"] if p != "body")
+        out.append(f"{where}: {err['msg']}" if where else str(err["msg"]))
+    return out
+
+
+def _spec_from_form(form: dict[str, Any]) -> WorkloadSpec:
+    """Raises ValueError (bad YAML) or ValidationError (anything else)."""
+    manifests = parse_manifests(form["manifests"])
+    max_clusters = int(form["maxClusters"]) if form.get("maxClusters") else None
+    return WorkloadSpec.model_validate(
+        {
+            "name": form["name"],
+            "manifests": manifests,
+            "placement": {
+                "labelSelector": form.get("labelSelector", ""),
+                "clusters": form.get("clusters", []),
+                "maxClusters": max_clusters,
+            },
+            "updateStrategy": form.get("updateStrategy") or "ServerSideApply",
+            "deleteOption": form.get("deleteOption") or "Foreground",
+            "feedbackRules": orjson.loads(form.get("feedbackRules") or "[]"),
+        }
+    )
+
+
+async def _form_page(
+    request: Request,
+    hub: HubDep,
+    form: dict[str, Any],
+    *,
+    editing: bool,
+    errors: list[str] | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    clusters = await queries.cluster_rows(hub.engine)
+    response = await _page(
+        request,
+        hub,
+        "workload_form.html",
+        form=form,
+        editing=editing,
+        errors=errors or [],
+        clusters=clusters,
+    )
+    response.status_code = status
+    return response
+
+
+@router.get("/ui/workloads/new", response_class=HTMLResponse)
+async def new_form(request: Request, hub: HubDep) -> HTMLResponse:
+    form = {
+        "name": "",
+        "manifests": EXAMPLE,
+        "labelSelector": "env=prod",
+        "clusters": [],
+        "maxClusters": "",
+        "updateStrategy": "ServerSideApply",
+        "deleteOption": "Foreground",
+        "feedbackRules": "",
+    }
+    return await _form_page(request, hub, form, editing=False)
+
+
+async def _submitted(request: Request) -> dict[str, Any]:
+    data = await request.form()
+    form: dict[str, Any] = {k: str(v) for k, v in data.items() if k != "clusters"}
+    form["clusters"] = [str(c) for c in data.getlist("clusters")]
+    form.setdefault("manifests", "")
+    form.setdefault("name", "")
+    return form
+
+
+async def _save(request: Request, hub: HubDep, *, editing: str | None = None) -> Response:
+    """Create (editing None) or update the workload named `editing` from the form."""
+    form = await _submitted(request)
+    try:
+        spec = _spec_from_form(form)
+        if editing is not None and spec.name != editing:
+            raise ValueError(f"the form names workload {spec.name!r}, this page {editing!r}")
+        now = time.time()
+        if editing is not None:
+            await store.update_workload(hub.engine, _values(spec), now, hub.writer.lock)
+        else:
+            await store.create_workload(hub.engine, _values(spec), now, hub.writer.lock)
+    except ValidationError as exc:
+        return await _form_page(
+            request, hub, form, editing=editing is not None, errors=_form_errors(exc), status=422
+        )
+    except (ValueError, WorkloadExists, WorkloadNotFound) as exc:
+        return await _form_page(
+            request,
+            hub,
+            form,
+            editing=editing is not None,
+            errors=[str(exc)],
+            status=409 if isinstance(exc, WorkloadExists) else 422,
+        )
+    hub.dispatcher.wake()
+    return RedirectResponse(f"/ui/workloads/{spec.name}", status_code=303)
+
+
+@router.post("/ui/workloads")
+async def create_from_form(request: Request, hub: HubDep) -> Response:
+    return await _save(request, hub)
+
+
+@router.post("/ui/workloads/preview", response_class=HTMLResponse)
+async def preview_fragment(request: Request, hub: HubDep) -> HTMLResponse:
+    form = await _submitted(request)
+    try:
+        max_clusters = int(form["maxClusters"]) if form.get("maxClusters") else None
+        placement = Placement.model_validate(
+            {
+                "labelSelector": form.get("labelSelector", ""),
+                "clusters": form["clusters"],
+                "maxClusters": max_clusters,
+            }
+        )
+        result = await preview(hub, placement)
+        errors: list[str] = []
+    except (ValidationError, ValueError) as exc:
+        result = {"clusters": [], "warnings": []}
+        errors = _form_errors(exc) if isinstance(exc, ValidationError) else [str(exc)]
+    html = _templates(request).get_template("_preview.html").render(result=result, errors=errors)
+    return HTMLResponse(html)
+
+
+@router.get("/ui/workloads/{name}", response_class=HTMLResponse)
+async def workload_page(request: Request, name: str, hub: HubDep) -> HTMLResponse:
+    w = await store.get_workload(hub.engine, name)
+    if w is None:
+        raise HTTPException(404, f"unknown workload {name!r}")
+    rows = await store.deliveries_of(hub.engine, name)
+    return await _page(request, hub, "workload.html", w=w, rows=rows)
+
+
+@router.get("/ui/workloads/{name}/edit", response_class=HTMLResponse)
+async def edit_form(request: Request, name: str, hub: HubDep) -> HTMLResponse:
+    w = await store.get_workload(hub.engine, name)
+    if w is None or w.deleting:
+        raise HTTPException(404, f"unknown workload {name!r}")
+    form = {
+        "name": w.name,
+        "manifests": yaml.safe_dump_all(w.manifests, sort_keys=False),
+        "labelSelector": w.placement.get("labelSelector", ""),
+        "clusters": w.placement.get("clusters", []),
+        "maxClusters": w.placement.get("maxClusters") or "",
+        "updateStrategy": w.update_strategy,
+        "deleteOption": w.delete_option,
+        "feedbackRules": orjson.dumps(w.feedback_rules).decode() if w.feedback_rules else "",
+    }
+    return await _form_page(request, hub, form, editing=True)
+
+
+@router.post("/ui/workloads/{name}")
+async def update_from_form(request: Request, name: str, hub: HubDep) -> Response:
+    return await _save(request, hub, editing=name)
+
+
+@router.post("/ui/workloads/{name}/delete")
+async def delete_from_form(name: str, hub: HubDep) -> Response:
+    try:
+        await store.mark_deleting(hub.engine, name, time.time(), hub.writer.lock)
+    except WorkloadNotFound:
+        raise HTTPException(404, f"unknown workload {name!r}") from None
+    hub.dispatcher.wake()
+    return RedirectResponse("/ui/workloads", status_code=303)

@@ -1,0 +1,146 @@
+"""The agent's workload runner against a simulated cluster: acks, duplicates, drift."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from app.agent.sources.sim import SimulatedCluster
+from app.agent.workloads import OWNER_LABEL, WorkloadRunner, json_path
+from app.informer.objects import KindKey
+from app.transport.messages import WorkloadApply, WorkloadRemove, WorkloadStatus
+
+CONFIGMAP = KindKey("v1", "ConfigMap")
+
+
+def manifest(name: str = "settings", value: str = "1") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "shop"},
+        "data": {"value": value},
+    }
+
+
+def spec(
+    version: int, strategy: str = "ServerSideApply", delete: str = "Foreground", value: str = "1"
+) -> WorkloadApply:
+    return WorkloadApply(
+        "w",
+        version,
+        [manifest(value=value)],
+        strategy,
+        delete,
+        [{"name": "value", "jsonPath": ".data.value"}],
+    )
+
+
+@pytest.fixture
+def sim() -> SimulatedCluster:
+    return SimulatedCluster(cluster="c", objects=0, churn_per_s=0, seed=1, kinds=[CONFIGMAP])
+
+
+def runner(sim: SimulatedCluster) -> tuple[WorkloadRunner, list[WorkloadStatus]]:
+    sent: list[WorkloadStatus] = []
+    return WorkloadRunner(sim, sent.append, drift_s=0.01), sent
+
+
+def conditions(status: WorkloadStatus) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in status.conditions}
+
+
+async def drift_pass(r: WorkloadRunner) -> None:
+    task = asyncio.ensure_future(r.run())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_apply_acks_with_conditions_and_feedback(sim: SimulatedCluster) -> None:
+    r, sent = runner(sim)
+    await r.apply(spec(1))
+    stored = sim.get(CONFIGMAP, "shop", "settings")
+    assert stored and stored["metadata"]["labels"][OWNER_LABEL] == "w"
+    (status,) = sent
+    assert status.version == 1 and not status.removed
+    assert conditions(status) == {"Applied": "True", "Available": "True", "Degraded": "False"}
+    assert status.feedback == {"value": {"ConfigMap/shop/settings": "1"}}
+    assert r.held_versions() == {"w": 1}
+
+
+async def test_a_duplicate_or_older_version_changes_nothing_but_is_acked(
+    sim: SimulatedCluster,
+) -> None:
+    r, sent = runner(sim)
+    await r.apply(spec(2))
+    rv = sim.resource_version
+    await r.apply(spec(2, value="changed"))
+    await r.apply(spec(1, value="older"))
+    assert sim.resource_version == rv  # nothing applied again
+    assert [s.version for s in sent] == [2, 2, 2]
+    assert sim.get(CONFIGMAP, "shop", "settings")["data"] == {"value": "1"}  # type: ignore[index]
+
+
+async def test_server_side_apply_restores_changed_and_deleted_objects(
+    sim: SimulatedCluster,
+) -> None:
+    r, _ = runner(sim)
+    await r.apply(spec(1))
+    sim.apply(
+        {
+            **manifest(value="tampered"),
+            "metadata": {"name": "settings", "namespace": "shop", "labels": {OWNER_LABEL: "w"}},
+        }
+    )
+    await drift_pass(r)
+    assert sim.get(CONFIGMAP, "shop", "settings")["data"] == {"value": "1"}  # type: ignore[index]
+    sim.delete(CONFIGMAP, "shop", "settings")
+    await drift_pass(r)
+    assert sim.get(CONFIGMAP, "shop", "settings") is not None
+
+
+async def test_create_only_recreates_but_leaves_changes(sim: SimulatedCluster) -> None:
+    r, sent = runner(sim)
+    await r.apply(spec(1, strategy="CreateOnly"))
+    sim.apply(
+        {
+            **manifest(value="theirs"),
+            "metadata": {"name": "settings", "namespace": "shop", "labels": {OWNER_LABEL: "w"}},
+        }
+    )
+    await drift_pass(r)
+    assert sim.get(CONFIGMAP, "shop", "settings")["data"] == {"value": "theirs"}  # type: ignore[index]
+    assert conditions(sent[-1])["Degraded"] == "True"
+    sim.delete(CONFIGMAP, "shop", "settings")
+    await drift_pass(r)
+    assert sim.get(CONFIGMAP, "shop", "settings") is not None
+
+
+async def test_read_only_never_writes_and_reports(sim: SimulatedCluster) -> None:
+    r, sent = runner(sim)
+    await r.apply(spec(1, strategy="ReadOnly"))
+    assert sim.get(CONFIGMAP, "shop", "settings") is None
+    assert conditions(sent[-1]) == {"Applied": "True", "Available": "False", "Degraded": "True"}
+
+
+async def test_removal_deletes_with_foreground_and_leaves_with_orphan(
+    sim: SimulatedCluster,
+) -> None:
+    r, sent = runner(sim)
+    await r.apply(spec(1, delete="Orphan"))
+    await r.remove(WorkloadRemove("w", 1, "Orphan"))
+    assert sim.get(CONFIGMAP, "shop", "settings") is not None and sent[-1].removed
+    # an agent restarted since the apply holds nothing, and still finds what it applied
+    fresh, sent = runner(sim)
+    await fresh.remove(WorkloadRemove("w", 1, "Foreground"))
+    assert sim.get(CONFIGMAP, "shop", "settings") is None and sent[-1].removed
+
+
+def test_json_path_follows_fields_and_indexes() -> None:
+    obj = {"status": {"conditions": [{"type": "Ready"}], "readyReplicas": 2}}
+    assert json_path(obj, ".status.readyReplicas") == 2
+    assert json_path(obj, ".status.conditions[0].type") == "Ready"
+    assert json_path(obj, ".status.conditions[3].type") is None
+    assert json_path(obj, ".spec.replicas") is None

@@ -42,6 +42,7 @@ from app.transport.messages import (
     WorkloadApply,
     WorkloadRemove,
     WorkloadStatus,
+    WorkloadStatusResync,
     digest_data,
     hello_data,
     parse_hub_message,
@@ -250,6 +251,9 @@ class Agent:
                 await self.workloads.apply(request)
             case WorkloadRemove() if self.workloads is not None:
                 await self.workloads.remove(request)
+            case WorkloadStatusResync():
+                if self.workloads is not None:
+                    self.workloads.resend_differing(request.hashes)
             case WorkloadApply() | WorkloadRemove():
                 self._send_status(
                     WorkloadStatus(

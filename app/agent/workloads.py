@@ -101,6 +101,13 @@ class WorkloadRunner:
     def held_versions(self) -> dict[str, int]:
         return {name: held.spec.version for name, held in self._held.items()}
 
+    def resend_differing(self, hub_hashes: dict[str, str]) -> None:
+        """OCM's status resync: send the status of every held workload whose hash the hub
+        does not have (only what changed while the hub was not listening)."""
+        for name, held in self._held.items():
+            if held.status is not None and hub_hashes.get(name) != held.status.status_hash:
+                self._report(held, force=True)
+
     async def apply(self, spec: WorkloadApply) -> None:
         async with self._lock:
             held = self._held.get(spec.workload)

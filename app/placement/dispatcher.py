@@ -32,8 +32,10 @@ from app.transport.messages import (
     WorkloadRemove,
     WorkloadResync,
     WorkloadStatus,
+    WorkloadStatusResync,
     workload_apply_data,
     workload_remove_data,
+    workload_status_resync_data,
 )
 
 log = logging.getLogger(__name__)
@@ -153,11 +155,16 @@ class Dispatcher:
             if self.on_change:
                 self.on_change(sorted({r.workload for r, _ in sent}))
 
-    async def _send(self, cluster: str, message: WorkloadApply | WorkloadRemove) -> None:
+    async def _send(
+        self, cluster: str, message: WorkloadApply | WorkloadRemove | WorkloadStatusResync
+    ) -> None:
         if isinstance(message, WorkloadApply):
             type_, data = MessageType.WORKLOAD_APPLY, workload_apply_data(message)
-        else:
+        elif isinstance(message, WorkloadRemove):
             type_, data = MessageType.WORKLOAD_REMOVE, workload_remove_data(message)
+        else:
+            type_ = MessageType.WORKLOAD_STATUS_RESYNC
+            data = workload_status_resync_data(message.hashes)
         event = cloudevents.CloudEvent(type_, self._source, cluster, data)
         await self._publish(topics.source_events(self._source, cluster), cloudevents.encode(event))
 

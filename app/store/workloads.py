@@ -374,3 +374,14 @@ async def resync_cluster(
                     )
                 )
     return [name for name in held if name not in rows]
+
+
+async def status_hashes(engine: AsyncEngine, cluster: str) -> dict[str, str]:
+    """The status hash the hub holds per workload placed on `cluster`."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(deliveries.c.workload, deliveries.c.status_hash).where(
+                deliveries.c.cluster == cluster, deliveries.c.removing.is_(False)
+            )
+        )
+        return {w: h for w, h in rows}

@@ -40,6 +40,7 @@ class MessageType(StrEnum):
     WORKLOAD_REMOVE = f"{_PREFIX}.workloads.spec.delete_request"
     WORKLOAD_STATUS = f"{_PREFIX}.workloads.status.update_request"
     WORKLOAD_RESYNC = f"{_PREFIX}.workloads.spec.resync_request"
+    WORKLOAD_STATUS_RESYNC = f"{_PREFIX}.workloads.status.resync_request"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,13 @@ class WorkloadResync:
     held: dict[str, int]
 
 
+@dataclass(frozen=True, slots=True)
+class WorkloadStatusResync:
+    """Hub -> agent: the status hashes the hub holds; the agent re-sends differing ones."""
+
+    hashes: dict[str, str]
+
+
 AgentMessage = (
     Hello
     | Heartbeat
@@ -146,7 +154,7 @@ AgentMessage = (
     | WorkloadStatus
     | WorkloadResync
 )
-HubMessage = ResyncRequest | WorkloadApply | WorkloadRemove
+HubMessage = ResyncRequest | WorkloadApply | WorkloadRemove | WorkloadStatusResync
 
 
 # -- encoding -------------------------------------------------------------------------
@@ -220,6 +228,10 @@ def workload_status_data(m: WorkloadStatus) -> dict[str, Any]:
         "error": m.error,
         "statusHash": m.status_hash,
     }
+
+
+def workload_status_resync_data(hashes: dict[str, str]) -> dict[str, Any]:
+    return {"statusHashes": [{"workload": w, "statusHash": h} for w, h in sorted(hashes.items())]}
 
 
 def workload_resync_data(held: dict[str, int]) -> dict[str, Any]:
@@ -376,6 +388,13 @@ def parse_hub_message(event: CloudEvent) -> HubMessage:
                 delete_option=str(data.get("deleteOption") or "Foreground"),
                 feedback_rules=[r for r in data.get("feedbackRules") or [] if isinstance(r, dict)],
             )
+        case MessageType.WORKLOAD_STATUS_RESYNC:
+            hashes: dict[str, str] = {}
+            for item in _field(data, "statusHashes", list):
+                if not isinstance(item, dict):
+                    raise MalformedMessage("a status hash must be an object")
+                hashes[_field(item, "workload", str)] = str(item.get("statusHash") or "")
+            return WorkloadStatusResync(hashes)
         case MessageType.WORKLOAD_REMOVE:
             return WorkloadRemove(
                 workload=_field(data, "workload", str),

@@ -144,3 +144,14 @@ def test_json_path_follows_fields_and_indexes() -> None:
     assert json_path(obj, ".status.conditions[0].type") == "Ready"
     assert json_path(obj, ".status.conditions[3].type") is None
     assert json_path(obj, ".spec.replicas") is None
+
+
+async def test_status_resync_resends_only_what_the_hub_lacks(sim: SimulatedCluster) -> None:
+    r, sent = runner(sim)
+    await r.apply(spec(1))
+    current = sent[-1].status_hash
+    sent.clear()
+    r.resend_differing({"w": current})
+    assert sent == []
+    r.resend_differing({"w": "stale"})
+    assert [s.status_hash for s in sent] == [current]

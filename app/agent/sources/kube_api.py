@@ -1,4 +1,4 @@
-"""The slice of the Kubernetes REST API a list/watch source needs.
+"""The slice of the Kubernetes REST API a list/watch source (and workload delivery) needs.
 
 kubernetes_asyncio is used for what it is good at - configuration, authentication, TLS and
 its aiohttp session - but not for its generated models: paths are built here from API
@@ -14,18 +14,22 @@ Errors raised here (transport failures surface as `aiohttp.ClientError`, `Timeou
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
 from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient, Configuration
 
-from app.informer.objects import KindKey, KubeObject
+from app.informer.objects import KindKey, KubeObject, parse_resource_version
+
+logger = logging.getLogger(__name__)
 
 Query = Sequence[tuple[str, str]]
 
@@ -33,14 +37,21 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
 """Discovery and list pages: a page of `limit` objects arrives well within this."""
 
 GONE = 410
+NOT_FOUND = 404
+DEFAULT_NAMESPACE = "default"
+
+LIST_RESTARTS = 3
+"""How often a paginated list starts over after its continue token expired, before giving up."""
 
 
 class KubeApiError(Exception):
-    """The API server answered with an error status."""
+    """The API server answered with an error status (`reason`: the Status reason, if any)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, reason: str = "") -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
+        self.message = message
+        self.reason = reason
 
 
 class ResourceExpired(KubeApiError):
@@ -56,8 +67,9 @@ def error_from_status(status: object, http_status: int = 0) -> KubeApiError:
     fields: dict[str, Any] = status if isinstance(status, dict) else {}
     code = fields.get("code")
     code = code if isinstance(code, int) and not isinstance(code, bool) else http_status
-    message = str(fields.get("message") or fields.get("reason") or "no message")
-    return (ResourceExpired if code == GONE else KubeApiError)(code, message)
+    reason = str(fields.get("reason") or "")
+    message = str(fields.get("message") or reason or "no message")
+    return (ResourceExpired if code == GONE else KubeApiError)(code, message, reason)
 
 
 def group_path(api_version: str) -> str:
@@ -78,6 +90,15 @@ class ApiResource:
         """Every object of the kind, across all namespaces (for cluster-scoped kinds too)."""
         return f"{group_path(self.kind.api_version)}/{self.plural}"
 
+    def object_path(self, namespace: str, name: str) -> str:
+        """One object; a namespaced kind without a namespace means `default`, as in kubectl."""
+        base = group_path(self.kind.api_version)
+        name = quote(name, safe="")
+        if not self.namespaced:
+            return f"{base}/{self.plural}/{name}"
+        namespace = quote(namespace or DEFAULT_NAMESPACE, safe="")
+        return f"{base}/namespaces/{namespace}/{self.plural}/{name}"
+
 
 def parse_discovery(api_version: str, document: KubeObject) -> dict[str, ApiResource]:
     """Index an APIResourceList by kind, leaving out subresources such as `pods/status`."""
@@ -94,7 +115,7 @@ def parse_discovery(api_version: str, document: KubeObject) -> dict[str, ApiReso
 
 
 class KubeApi:
-    """GET requests against one API server, with discovery cached per API version.
+    """Requests against one API server, with discovery cached per API version.
 
     The `ApiClient` belongs to the caller, who closes it. A kind missing from the cached
     discovery triggers a fresh discovery, so CRDs installed later are found on retry.
@@ -118,12 +139,61 @@ class KubeApi:
 
     async def get_json(self, path: str, query: Query = ()) -> KubeObject:
         """One JSON object; raise KubeApiError for error statuses or non-object bodies."""
-        async with self._get(path, query, REQUEST_TIMEOUT) as response:
-            body = await response.read()
-        document = orjson.loads(body)
+        return await self.request_json("GET", path, query)
+
+    async def request_json(
+        self,
+        method: str,
+        path: str,
+        query: Query = (),
+        *,
+        body: KubeObject | None = None,
+        content_type: str = "application/json",
+    ) -> KubeObject:
+        """One request answered by a JSON object (`body` is sent as JSON, which is YAML too)."""
+        request = _Request(method, path, query, body, content_type)
+        async with self._open(request, REQUEST_TIMEOUT) as response:
+            raw = await response.read()
+        document = orjson.loads(raw)
         if not isinstance(document, dict):
-            raise KubeApiError(response.status, f"GET {path} returned no JSON object")
+            raise KubeApiError(response.status, f"{method} {path} returned no JSON object")
         return document
+
+    async def list_all(
+        self, resource: ApiResource, *, page_size: int, label_selector: str = ""
+    ) -> tuple[list[Any], int]:
+        """Every item of a kind across all namespaces, and the listing's resourceVersion.
+
+        Fetched `page_size` at a time; a continue token that expires mid-way restarts the
+        list, since pages from two snapshots do not mix.
+        """
+        selector = [("labelSelector", label_selector)] if label_selector else []
+        for _ in range(LIST_RESTARTS):
+            try:
+                return await self._list_pages(resource, page_size, selector)
+            except ResourceExpired as exc:
+                logger.info("listing %s: continue token expired (%s); again", resource.kind, exc)
+        message = f"listing {resource.kind}: continue token expired {LIST_RESTARTS} times"
+        raise KubeApiError(GONE, message)
+
+    async def _list_pages(
+        self, resource: ApiResource, page_size: int, selector: Query
+    ) -> tuple[list[Any], int]:
+        items: list[Any] = []
+        resource_version = -1  # taken from the first page: the snapshot every page is of
+        token = ""
+        while True:
+            query = [("limit", str(page_size)), *selector]
+            page = await self.get_json(resource.collection_path, query + _continue(token))
+            meta = page.get("metadata")
+            meta = meta if isinstance(meta, dict) else {}
+            if resource_version < 0:
+                resource_version = parse_resource_version(meta.get("resourceVersion"))
+            page_items = page.get("items")
+            items.extend(page_items if isinstance(page_items, list) else [])
+            token = meta.get("continue") or ""
+            if not isinstance(token, str) or not token:
+                return items, resource_version
 
     @asynccontextmanager
     async def stream(
@@ -135,20 +205,22 @@ class KubeApi:
         silence longer than `idle_timeout_s` fails the read with a TimeoutError.
         """
         client_timeout = aiohttp.ClientTimeout(sock_connect=10, sock_read=idle_timeout_s)
-        async with self._get(path, query, client_timeout) as response:
+        async with self._open(_Request("GET", path, query), client_timeout) as response:
             yield response.content
 
     @asynccontextmanager
-    async def _get(
-        self, path: str, query: Query, client_timeout: aiohttp.ClientTimeout
+    async def _open(
+        self, request: _Request, client_timeout: aiohttp.ClientTimeout
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         # Without _preload_content, call_api hands back the raw aiohttp response and checks
-        # no status; auth_settings must be named or no bearer token is sent at all.
+        # no status; auth_settings must be named or no bearer token is sent at all. The
+        # REST client JSON-encodes `body` for JSON content types and for apply-patch+yaml.
         response: aiohttp.ClientResponse = await self._client.call_api(
-            path,
-            "GET",
-            query_params=list(query),
-            header_params={"Accept": "application/json"},
+            request.path,
+            request.method,
+            query_params=list(request.query),
+            header_params={"Accept": "application/json", "Content-Type": request.content_type},
+            body=request.body,
             auth_settings=["BearerToken"],
             _preload_content=False,
             _request_timeout=client_timeout,
@@ -157,6 +229,19 @@ class KubeApi:
             if not 200 <= response.status < 300:
                 raise error_from_status(_json_or_none(await response.read()), response.status)
             yield response
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    method: str
+    path: str
+    query: Query
+    body: KubeObject | None = None
+    content_type: str = "application/json"
+
+
+def _continue(token: str) -> list[tuple[str, str]]:
+    return [("continue", token)] if token else []
 
 
 def _json_or_none(body: bytes) -> object:

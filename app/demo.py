@@ -56,6 +56,8 @@ def run(port: int = 8000, database_url: str = "sqlite:///./data/hub.db") -> None
     agents: list[subprocess.Popen[bytes]] = []
     hub: subprocess.Popen[bytes] | None = None
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C, even where SIGINT was inherited as ignored (a shell's background job)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with Mosquitto(port=free_port(), data_dir=data / "mosquitto") as broker:
         try:
             hub = subprocess.Popen(

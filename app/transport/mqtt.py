@@ -235,7 +235,7 @@ class MqttLink:
             self.on_connect()
 
     def _handle_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
-        if self._state.connected.is_set():
+        if self._state.connected.is_set() and not self._state.closed:
             log.warning("lost MQTT connection to %s", self.options.url)
         self._state.connected.clear()
 

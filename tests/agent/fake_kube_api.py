@@ -1,8 +1,11 @@
 """An in-memory Kubernetes API server: just enough of one for a list/watch client.
 
-It serves discovery (`/api/v1`, `/apis/apps/v1`), paginated lists (`limit`/`continue`) and
-watches (chunked newline-delimited JSON, bookmarks, `timeoutSeconds`) over a store with one
-global resourceVersion counter, and lets a test misbehave on purpose: hold watch events back,
+It serves discovery (`/api/v1`, `/apis/apps/v1`), paginated lists (`limit`/`continue`,
+`labelSelector=key=value[,...]`) and watches (chunked newline-delimited JSON, bookmarks,
+`timeoutSeconds`) over a store with one global resourceVersion counter; single objects can be
+read (GET), deleted (DELETE) and server-side applied (PATCH of `application/apply-patch+yaml`,
+which needs a `fieldManager`; see `_apply` for how little of the merge is modelled). Every
+change lands in the watch history. A test can misbehave on purpose: hold watch events back,
 lose history (410 Gone, as an ERROR event or as an HTTP status), end watches, expire a
 continue token, restart the server under open connections.
 """
@@ -12,13 +15,16 @@ from __future__ import annotations
 import asyncio
 import bisect
 import copy
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import yaml
 from aiohttp import web
 
 Obj = dict[str, Any]
@@ -40,6 +46,11 @@ RESOURCES = (
     FakeResource("apps/v1", "deployments", "Deployment", True),
 )
 SERVED = {(r.group_version, r.plural): r for r in RESOURCES if "/" not in r.plural}
+VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+APPLY_PATCH = "application/apply-patch+yaml"
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+TYPE_AND_OWNED = ("apiVersion", "kind", "metadata", "status")
+"""What an apply does not copy from its patch as a top-level field."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +76,34 @@ def _json(body: Obj, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
+def _refuse(code: int, reason: str, message: str) -> web.Response:
+    return _json(_status(code, reason, message), code)
+
+
+def _not_served() -> web.Response:
+    return _refuse(404, "NotFound", "the server could not find the requested resource")
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_selector(selector: str) -> dict[str, str] | None:
+    """`a=b,c==d` as {a: b, c: d}; None for what this fake does not understand."""
+    wanted: dict[str, str] = {}
+    for term in filter(None, selector.split(",")):
+        key, equals, value = term.replace("==", "=").partition("=")
+        if not equals or not key or "!" in key:
+            return None
+        wanted[key.strip()] = value.strip()
+    return wanted
+
+
+def _labels(obj: Obj) -> dict[str, str]:
+    labels = obj["metadata"].get("labels")
+    return labels if isinstance(labels, dict) else {}
+
+
 class FakeKubeApi:
     """The store, the history of changes and the HTTP server on 127.0.0.1."""
 
@@ -74,6 +113,9 @@ class FakeKubeApi:
         self.watch_requests: list[tuple[str, int]] = []
         self.list_requests: list[tuple[str, dict[str, str]]] = []
         self.authorizations: list[str] = []
+        self.apply_requests: list[tuple[str, dict[str, str], str]] = []
+        """(plural, query, content type) of every PATCH, refused or not."""
+        self.delete_requests: list[tuple[str, dict[str, str]]] = []
         self.expired_as_http = False
         """Answer a watch from compacted history with HTTP 410 instead of an ERROR event."""
         self._objects: dict[tuple[str, str, str], Obj] = {}
@@ -124,6 +166,11 @@ class FakeKubeApi:
     def delete(self, plural: str, name: str, namespace: str = "default") -> Obj:
         obj = copy.deepcopy(self._objects[self._key(plural, name, namespace)])
         return self._record(plural, "DELETED", obj)
+
+    def get(self, plural: str, name: str, namespace: str = "default") -> Obj | None:
+        """A copy of the stored object, or None."""
+        obj = self._objects.get(self._key(plural, name, namespace))
+        return copy.deepcopy(obj) if obj is not None else None
 
     def put_raw(self, plural: str, obj: Obj) -> None:
         """Store and announce `obj` exactly as given, resourceVersion included."""
@@ -200,6 +247,9 @@ class FakeKubeApi:
         app.router.add_get("/apis/{group}/{version}", self._discovery)
         app.router.add_get("/api/{version}/{plural}", self._collection)
         app.router.add_get("/apis/{group}/{version}/{plural}", self._collection)
+        for prefix in ("/api/{version}", "/apis/{group}/{version}"):
+            for scope in ("", "/namespaces/{namespace}"):
+                app.router.add_route("*", f"{prefix}{scope}/{{plural}}/{{name}}", self._object)
         runner = web.AppRunner(app, shutdown_timeout=0.1)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", self.port).start()
@@ -220,7 +270,7 @@ class FakeKubeApi:
     async def _discovery(self, request: web.Request) -> web.Response:
         group_version = self._group_version(request)
         resources = [
-            {"name": r.plural, "kind": r.kind, "namespaced": r.namespaced, "verbs": ["list"]}
+            {"name": r.plural, "kind": r.kind, "namespaced": r.namespaced, "verbs": VERBS}
             for r in RESOURCES
             if r.group_version == group_version
         ]
@@ -240,6 +290,9 @@ class FakeKubeApi:
 
     def _list(self, resource: FakeResource, query: dict[str, str]) -> web.Response:
         self.list_requests.append((resource.plural, query))
+        wanted = _parse_selector(query.get("labelSelector", ""))
+        if wanted is None:
+            return _refuse(400, "BadRequest", f"unable to parse {query['labelSelector']!r}")
         token = query.get("continue", "")
         if token and (self._expire_next_continue or int(token.split("/")[0]) < self._compacted_rv):
             self._expire_next_continue = False
@@ -247,6 +300,8 @@ class FakeKubeApi:
         snapshot_rv, offset = (int(part) for part in token.split("/")) if token else (self.rv, 0)
         items = []
         for key in sorted(k for k in self._objects if k[0] == resource.plural):
+            if any(_labels(self._objects[key]).get(k) != v for k, v in wanted.items()):
+                continue
             item = copy.deepcopy(self._objects[key])
             item.pop("apiVersion", None)  # as in real Kubernetes, list items lack these
             item.pop("kind", None)
@@ -259,6 +314,64 @@ class FakeKubeApi:
         kind = f"{resource.kind}List"
         body = {"kind": kind, "apiVersion": resource.group_version, "metadata": meta}
         return _json(body | {"items": page})
+
+    async def _object(self, request: web.Request) -> web.Response:
+        self.authorizations.append(request.headers.get("Authorization", ""))
+        resource = SERVED.get((self._group_version(request), request.match_info["plural"]))
+        namespace = request.match_info.get("namespace", "")
+        if resource is None or resource.namespaced != bool(namespace):
+            return _not_served()
+        name = request.match_info["name"]
+        key = (resource.plural, namespace, name)
+        if request.method == "PATCH":
+            return await self._apply(request, resource, namespace, name)
+        if request.method == "DELETE":
+            self.delete_requests.append((resource.plural, dict(request.query)))
+        elif request.method != "GET":
+            return _refuse(405, "MethodNotAllowed", f"{request.method} is not supported")
+        stored = self._objects.get(key)
+        if stored is None:
+            return _refuse(404, "NotFound", f'{resource.plural} "{name}" not found')
+        if request.method == "DELETE":
+            return _json(self._record(resource.plural, "DELETED", copy.deepcopy(stored)))
+        return _json(stored)
+
+    async def _apply(
+        self, request: web.Request, resource: FakeResource, namespace: str, name: str
+    ) -> web.Response:
+        """Server-side apply, as far as this fake goes: a new object takes the patch; an
+        existing one gets every top-level field the patch has (`spec`, `data`...) replaced,
+        and its labels and annotations too if the patch has them. No field ownership, hence
+        no conflicts; an apply that changes nothing writes nothing, as on a real server."""
+        query = dict(request.query)
+        self.apply_requests.append((resource.plural, query, request.content_type))
+        manager = query.get("fieldManager", "")
+        try:
+            patch = yaml.safe_load(await request.read())
+        except yaml.YAMLError as exc:
+            return _refuse(400, "BadRequest", f"the body is no YAML: {exc}")
+        refusal = _apply_refusal(request.content_type, manager, resource, namespace, name, patch)
+        if refusal is not None:
+            return refusal
+        stored = self._objects.get((resource.plural, namespace, name))
+        if stored is None:
+            created: Obj = {"name": name, "uid": str(uuid.uuid4()), "creationTimestamp": _now()}
+            stored = {"apiVersion": resource.group_version, "kind": resource.kind}
+            stored["metadata"] = created | ({"namespace": namespace} if namespace else {})
+        merged = copy.deepcopy(stored)
+        merged.update({k: copy.deepcopy(v) for k, v in patch.items() if k not in TYPE_AND_OWNED})
+        for field in ("labels", "annotations"):
+            if field in patch["metadata"]:
+                merged["metadata"][field] = copy.deepcopy(patch["metadata"][field])
+        managers = merged["metadata"].setdefault("managedFields", [])
+        if not any(m["manager"] == manager and m["operation"] == "Apply" for m in managers):
+            entry = {"manager": manager, "operation": "Apply", "apiVersion": resource.group_version}
+            managers.append(entry | {"time": _now(), "fieldsType": "FieldsV1"})
+        if merged == stored:
+            return _json(stored)
+        created_now = "resourceVersion" not in stored["metadata"]
+        merged = self._record(resource.plural, "ADDED" if created_now else "MODIFIED", merged)
+        return _json(merged, 201 if created_now else 200)
 
     async def _watch(self, request: web.Request, resource: FakeResource) -> web.StreamResponse:
         start_rv = int(request.query.get("resourceVersion") or self.rv)
@@ -310,3 +423,29 @@ class FakeKubeApi:
         if change.plural != resource.plural:
             return None
         return {"type": change.type, "object": change.obj}
+
+
+def _apply_refusal(
+    content_type: str, manager: str, resource: FakeResource, namespace: str, name: str, patch: Any
+) -> web.Response | None:
+    """What a real API server says to an apply it will not do (status, reason as there)."""
+    if content_type != APPLY_PATCH:
+        return _refuse(415, "UnsupportedMediaType", f"{content_type} is no apply patch")
+    if not manager:
+        message = 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
+        return _refuse(422, "Invalid", message + "is required for apply patch")
+    meta = patch.get("metadata") if isinstance(patch, dict) else None
+    if not isinstance(patch, dict) or not isinstance(meta, dict):
+        return _refuse(400, "BadRequest", "the body is no object with metadata")
+    if (patch.get("apiVersion"), patch.get("kind")) != (resource.group_version, resource.kind):
+        return _refuse(400, "BadRequest", f"the body is no {resource.kind}")
+    if meta.get("name") != name:
+        return _refuse(400, "BadRequest", "the name of the object does not match the URL")
+    if resource.namespaced and meta.get("namespace", namespace) != namespace:
+        return _refuse(400, "BadRequest", "the namespace of the object does not match the URL")
+    if "managedFields" in meta:
+        return _refuse(400, "BadRequest", "metadata.managedFields must be nil")
+    if len(name) > 253 or not DNS_SUBDOMAIN.fullmatch(name):
+        message = f'{resource.kind} "{name}" is invalid: metadata.name: Invalid value: "{name}"'
+        return _refuse(422, "Invalid", message + ": a lowercase RFC 1123 subdomain is needed")
+    return None

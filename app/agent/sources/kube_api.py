@@ -90,13 +90,18 @@ class ApiResource:
         """Every object of the kind, across all namespaces (for cluster-scoped kinds too)."""
         return f"{group_path(self.kind.api_version)}/{self.plural}"
 
+    def object_namespace(self, namespace: str) -> str:
+        """Where an object lives: `""` if cluster-scoped; a namespaced kind defaults to
+        `default`, as with kubectl."""
+        return (namespace or DEFAULT_NAMESPACE) if self.namespaced else ""
+
     def object_path(self, namespace: str, name: str) -> str:
-        """One object; a namespaced kind without a namespace means `default`, as in kubectl."""
+        """One object (see `object_namespace`)."""
         base = group_path(self.kind.api_version)
         name = quote(name, safe="")
         if not self.namespaced:
             return f"{base}/{self.plural}/{name}"
-        namespace = quote(namespace or DEFAULT_NAMESPACE, safe="")
+        namespace = quote(self.object_namespace(namespace), safe="")
         return f"{base}/namespaces/{namespace}/{self.plural}/{name}"
 
 

@@ -1,5 +1,8 @@
 """A `ClusterSource` backed by a real Kubernetes API server: list, then watch, per kind.
 
+It is a `WorkloadTarget` too: workloads are server-side applied (see kube_write), and what
+is applied flows back through the watches of the configured kinds like any other change.
+
 Contract, per kind, while `run` is awaited (client-go's reflector loop):
 - the first report is a full listing (`sink.listed`); every change after it follows as
   `sink.event`, in the order the API server sent it;
@@ -28,13 +31,13 @@ from kubernetes_asyncio.client import ApiClient
 
 from app.agent.sources.base import Listing, SourceSink
 from app.agent.sources.kube_api import (
-    ApiResource,
     KubeApi,
     KubeApiError,
     ResourceExpired,
     error_from_status,
     load_configuration,
 )
+from app.agent.sources.kube_write import KubeWriter
 from app.backoff import Backoff
 from app.informer.objects import (
     EventType,
@@ -52,8 +55,8 @@ RETRYABLE: tuple[type[Exception], ...] = (KubeApiError, aiohttp.ClientError, OSE
 """What a reflector retries: server refusals, transport failures (TimeoutError is an OSError)
 and garbled bodies (ValueError covers bad JSON and a listing without a valid resourceVersion)."""
 
-LIST_RESTARTS = 3
-"""How often a paginated list starts over after its continue token expired, before giving up."""
+FIELD_MANAGER = "transport-informer"
+"""Who owns, for server-side apply, the fields of the objects workloads deliver."""
 
 QUIET_WATCH_S = 1.0
 """A watch that ends normally sooner than this, having delivered nothing, is retried after a
@@ -70,6 +73,7 @@ class KubernetesSource:
         api_client: ApiClient,
         page_size: int = 500,
         watch_timeout_s: int = 300,
+        field_manager: str = FIELD_MANAGER,
     ) -> None:
         if not kinds:
             raise ValueError("a KubernetesSource needs at least one kind")
@@ -79,6 +83,7 @@ class KubernetesSource:
         self._api = KubeApi(api_client)
         self._page_size = page_size
         self._watch_timeout_s = watch_timeout_s
+        self._writer = KubeWriter(self._api, field_manager=field_manager, page_size=page_size)
 
     @classmethod
     @asynccontextmanager
@@ -89,6 +94,7 @@ class KubernetesSource:
         *,
         page_size: int = 500,
         watch_timeout_s: int = 300,
+        field_manager: str = FIELD_MANAGER,
     ) -> AsyncIterator[KubernetesSource]:
         """A source on its own ApiClient, closed on exit (`path=None`: in-cluster or default)."""
         configuration = await load_configuration(path)
@@ -98,6 +104,7 @@ class KubernetesSource:
                 api_client=api_client,
                 page_size=page_size,
                 watch_timeout_s=watch_timeout_s,
+                field_manager=field_manager,
             )
 
     @property
@@ -115,12 +122,9 @@ class KubernetesSource:
         that expires mid-way restarts the list, since pages from two snapshots do not mix.
         """
         resource = await self._api.resource(kind)
-        for _ in range(LIST_RESTARTS):
-            try:
-                return await self._list_pages(resource)
-            except ResourceExpired as exc:
-                logger.info("listing %s: continue token expired (%s); starting over", kind, exc)
-        raise KubeApiError(410, f"listing {kind}: continue token expired {LIST_RESTARTS} times")
+        items, resource_version = await self._api.list_all(resource, page_size=self._page_size)
+        valid = [item for item in items if _is_valid(resource.kind, item)]
+        return Listing(resource.kind, valid, resource_version)
 
     async def run(self, sink: SourceSink) -> None:
         """Keep `sink` in step with every kind until cancelled; errors are retried, not raised."""
@@ -128,24 +132,21 @@ class KubernetesSource:
             for kind in self._kinds:
                 tasks.create_task(self._reflect(kind, sink), name=f"reflect {kind}")
 
-    async def _list_pages(self, resource: ApiResource) -> Listing:
-        items: builtins.list[KubeObject] = []
-        resource_version: int | None = None
-        token = ""
-        while True:
-            query = [("limit", str(self._page_size))] + ([("continue", token)] if token else [])
-            page = await self._api.get_json(resource.collection_path, query)
-            meta = page.get("metadata")
-            meta = meta if isinstance(meta, dict) else {}
-            if resource_version is None:
-                resource_version = parse_resource_version(meta.get("resourceVersion"))
-            page_items = page.get("items")
-            items.extend(page_items if isinstance(page_items, list) else [])
-            token = meta.get("continue") or ""
-            if not isinstance(token, str) or not token:
-                break
-        valid = [item for item in items if _is_valid(resource.kind, item)]
-        return Listing(resource.kind, valid, resource_version)
+    # -- WorkloadTarget ------------------------------------------------------------------
+
+    async def apply_object(self, obj: KubeObject) -> KubeObject:
+        """Server-side apply `obj` as this source's field manager; the object as stored."""
+        return await self._writer.apply(obj)
+
+    async def delete_object(self, kind: KindKey, namespace: str, name: str) -> bool:
+        return await self._writer.delete(kind, namespace, name)
+
+    async def get_object(self, kind: KindKey, namespace: str, name: str) -> KubeObject | None:
+        return await self._writer.get(kind, namespace, name)
+
+    async def labelled(self, key: str, value: str) -> builtins.list[tuple[KindKey, str, str]]:
+        """Objects labelled `key=value` of the configured kinds and of every kind applied."""
+        return await self._writer.labelled(self._kinds, key, value)
 
     async def _reflect(self, kind: KindKey, sink: SourceSink) -> None:
         backoff = Backoff()

@@ -88,9 +88,7 @@ async def test_apply_creates_the_object_as_its_field_manager(
     assert content_type == APPLY_PATCH == "application/apply-patch+yaml"
 
 
-async def test_apply_again_replaces_what_changed(
-    fake: FakeKubeApi, api_client: ApiClient
-) -> None:
+async def test_apply_again_replaces_what_changed(fake: FakeKubeApi, api_client: ApiClient) -> None:
     source = KubernetesSource(kinds=[DEPLOYMENT], api_client=api_client, field_manager="ops")
     first = await source.apply_object(deployment("web", "web:1", replicas=3))
 
@@ -108,8 +106,8 @@ async def test_apply_again_replaces_what_changed(
 
 async def test_apply_places_objects_by_scope(fake: FakeKubeApi, source: KubernetesSource) -> None:
     in_default = await source.apply_object(config_map("no-namespace", namespace=None))
-    node_manifest = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}
-    node = await source.apply_object(node_manifest | {"metadata": {"name": "n1", "namespace": "x"}})
+    node_meta = {"name": "n1", "namespace": "x"}  # meaningless for a cluster-scoped kind
+    node = await source.apply_object({"apiVersion": "v1", "kind": "Node", "metadata": node_meta})
 
     assert in_default["metadata"]["namespace"] == "default"
     assert fake.get("configmaps", "no-namespace", "default") is not None
@@ -172,8 +170,8 @@ async def test_labelled_finds_configured_and_applied_kinds_in_every_namespace(
     assert sorted(found, key=str) == sorted(
         [(POD, "two", "b"), (POD, "one", "c"), (CONFIG_MAP, "default", "d")], key=str
     )
-    selectors = {query.get("labelSelector") for _, query in fake.list_requests}
-    assert selectors == {"team=red"}
+    assert {plural for plural, _ in fake.list_requests} == {"pods", "configmaps"}
+    assert {query.get("labelSelector") for _, query in fake.list_requests} == {"team=red"}
     assert await source.labelled("team", "blue") == []
 
 
@@ -221,7 +219,7 @@ async def test_apply_the_server_refuses_raises_its_status_message(
     assert "applying ConfigMap default/Not_A_Name" in str(raised.value)
     assert 'ConfigMap "Not_A_Name" is invalid: metadata.name' in str(raised.value)
     assert fake.get("configmaps", "Not_A_Name") is None
-    with pytest.raises(InvalidObject, match="metadata.name"):
+    with pytest.raises(InvalidObject, match=r"needs a metadata\.name"):
         await source.apply_object({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}})
 
 

@@ -14,6 +14,7 @@ restored (`ServerSideApply`), recreated only if deleted (`CreateOnly`), or only 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import re
@@ -52,6 +53,26 @@ def _owned(manifest: KubeObject, workload: str) -> KubeObject:
 def _desired_part(obj: KubeObject) -> Any:
     """What drift compares: everything but metadata bookkeeping and status."""
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+def _holds(current: Any, desired: Any) -> bool:
+    """`current` has every field `desired` sets, with the same values. Fields the server
+    added (defaults such as a Deployment's strategy) are not drift."""
+    if isinstance(desired, dict):
+        return isinstance(current, dict) and all(
+            k in current and _holds(current[k], v) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(current, list)
+            and len(current) == len(desired)
+            and all(_holds(c, d) for c, d in zip(current, desired, strict=True))
+        )
+    return bool(current == desired)
+
+
+def drifted(current: KubeObject, desired: KubeObject) -> bool:
+    return not _holds(_desired_part(current), _desired_part(desired))
 
 
 def json_path(obj: Any, path: str) -> Any:
@@ -127,18 +148,28 @@ class WorkloadRunner:
                     except Exception as exc:  # reported, retried by the drift loop
                         held.error = f"{key[0].kind} {key[1]}/{key[2]}: {exc}"
                         log.warning("workload %s: %s", spec.workload, held.error)
-            await self._evaluate(held)
-            self._report(held, force=True)
+            await self._check_and_report(held)
+
+    async def _check_and_report(self, held: _Held) -> None:
+        held.sent_hash = ""  # an apply is always acknowledged
+        await self._check(held)
 
     async def remove(self, request: WorkloadRemove) -> None:
         async with self._lock:
-            held = self._held.pop(request.workload, None)
-            if request.delete_option == "Foreground":
-                # by the owner label too: an agent restarted since the apply holds nothing
-                owned = await self._target.labelled(OWNER_LABEL, request.workload)
-                for key in {*(held.objects if held else ()), *owned}:
-                    await self._target.delete_object(*key)
+            held = self._held.get(request.workload)
             version = held.spec.version if held else request.version
+            try:
+                if request.delete_option == "Foreground":
+                    # by the owner label too: an agent restarted since the apply holds nothing
+                    owned = await self._target.labelled(OWNER_LABEL, request.workload)
+                    for key in {*(held.objects if held else ()), *owned}:
+                        await self._target.delete_object(*key)
+            except Exception as exc:  # not acknowledged: the hub sends the removal again
+                error = f"removing failed: {exc}"
+                log.warning("workload %s: %s", request.workload, error)
+                self._send(WorkloadStatus(request.workload, version, False, [], {}, error, ""))
+                return
+            self._held.pop(request.workload, None)
             self._send(WorkloadStatus(request.workload, version, True, [], {}, "", ""))
 
     async def run(self) -> None:
@@ -147,9 +178,23 @@ class WorkloadRunner:
             await asyncio.sleep(self._drift_s)
             async with self._lock:
                 for held in list(self._held.values()):
-                    await self._repair(held)
-                    await self._evaluate(held)
-                    self._report(held)
+                    await self._check(held)
+
+    async def _check(self, held: _Held) -> None:
+        """Repair, evaluate and report one workload; a failing cluster API is reported as
+        the workload's error, and checked again next period (the agent keeps running)."""
+        held.error = ""  # set again below (by a failing apply or read) if it still fails
+        try:
+            await self._repair(held)
+            await self._evaluate(held)
+        except Exception as exc:
+            held.error = f"checking the cluster failed: {exc}"
+            log.warning("workload %s: %s", held.spec.workload, held.error)
+            if held.status is not None:
+                held.status = dataclasses.replace(
+                    held.status, error=held.error, status_hash=f"error:{held.error}"[:64]
+                )
+        self._report(held)
 
     async def _repair(self, held: _Held) -> None:
         strategy = held.spec.update_strategy
@@ -158,8 +203,8 @@ class WorkloadRunner:
         for key, desired in held.objects.items():
             current = await self._target.get_object(*key)
             missing = current is None
-            drifted = not missing and _desired_part(current or {}) != _desired_part(desired)
-            if missing or (drifted and strategy == "ServerSideApply"):
+            changed = not missing and drifted(current or {}, desired)
+            if missing or (changed and strategy == "ServerSideApply"):
                 log.info(
                     "workload %s: %s %s/%s %s; restoring",
                     held.spec.workload,
@@ -176,14 +221,12 @@ class WorkloadRunner:
     async def _evaluate(self, held: _Held) -> None:
         current = {key: await self._target.get_object(*key) for key in held.objects}
         missing = [k for k, obj in current.items() if obj is None]
-        drifted = [
-            k
-            for k, obj in current.items()
-            if obj is not None and _desired_part(obj) != _desired_part(held.objects[k])
+        changed = [
+            k for k, obj in current.items() if obj is not None and drifted(obj, held.objects[k])
         ]
         applied = held.spec.update_strategy == "ReadOnly" or not held.error
         available = not missing and all(_ready(obj) for obj in current.values() if obj)
-        degraded = bool(missing or drifted)
+        degraded = bool(missing or changed)
         conditions = [
             _condition("Applied", applied, "Applied" if applied else "ApplyFailed", held.error),
             _condition(
@@ -196,7 +239,7 @@ class WorkloadRunner:
                 "Degraded",
                 degraded,
                 "Drifted" if degraded else "AsDesired",
-                ", ".join(f"{k[0].kind} {k[1]}/{k[2]}" for k in missing + drifted)[:500],
+                ", ".join(f"{k[0].kind} {k[1]}/{k[2]}" for k in missing + changed)[:500],
             ),
         ]
         feedback: dict[str, Any] = {}

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from app.agent.sources.sim import SimulatedCluster
-from app.agent.workloads import OWNER_LABEL, WorkloadRunner, json_path
+from app.agent.workloads import OWNER_LABEL, WorkloadRunner, drifted, json_path
 from app.informer.objects import KindKey
 from app.transport.messages import WorkloadApply, WorkloadRemove, WorkloadStatus
 
@@ -155,3 +155,45 @@ async def test_status_resync_resends_only_what_the_hub_lacks(sim: SimulatedClust
     assert sent == []
     r.resend_differing({"w": "stale"})
     assert [s.status_hash for s in sent] == [current]
+
+
+def test_fields_the_server_adds_are_not_drift() -> None:
+    desired = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d"},
+        "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c"}]}}},
+    }
+    defaulted = {
+        **desired,
+        "spec": {
+            "replicas": 2,
+            "strategy": {"type": "RollingUpdate"},
+            "template": {"spec": {"containers": [{"name": "c", "imagePullPolicy": "Always"}]}},
+        },
+    }
+    assert not drifted(defaulted, desired)
+    assert drifted({**desired, "spec": {"replicas": 3}}, desired)
+
+
+class FlakyCluster(SimulatedCluster):
+    """Fails its reads while `broken` is set, like an API server restarting."""
+
+    broken = False
+
+    async def get_object(self, kind: KindKey, namespace: str, name: str) -> Any:
+        if self.broken:
+            raise ConnectionError("API server unavailable")
+        return await super().get_object(kind, namespace, name)
+
+
+async def test_a_failing_cluster_api_is_reported_and_survived() -> None:
+    sim = FlakyCluster(cluster="c", objects=0, churn_per_s=0, seed=1, kinds=[CONFIGMAP])
+    r, sent = runner(sim)
+    await r.apply(spec(1))
+    sim.broken = True
+    await drift_pass(r)
+    assert "API server unavailable" in sent[-1].error
+    sim.broken = False
+    await drift_pass(r)
+    assert sent[-1].error == "" and conditions(sent[-1])["Available"] == "True"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -50,6 +49,7 @@ from ingest import (
     hub_process,
     machine_info,
     measure_sync,
+    write_results,
 )
 
 RESULTS = ROOT / "bench" / "results" / "dashboards.json"
@@ -404,12 +404,6 @@ def run_live(p: Params, results: Reply, tmp: Path) -> None:
             probe.close()
 
 
-def write_results(results: Reply) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {RESULTS.relative_to(ROOT)}")
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     params = parse_args(argv)
     results: Reply = {"params": asdict(params), "machine": machine_info()}
@@ -417,11 +411,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         run(params, results)
     except BaseException as exc:
         results["error"] = repr(exc)
-        write_results(results)
+        write_results(results, RESULTS)
         raise
     results.update(evaluate(results))
     print_table(results, params)
-    write_results(results)
+    write_results(results, RESULTS)
 
 
 if __name__ == "__main__":

@@ -622,10 +622,10 @@ def run_live(p: Params, results: Reply, tmp: Path) -> None:
             probe.close()
 
 
-def write_results(results: Reply) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+def write_results(results: Reply, path: Path = RESULTS) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {path.relative_to(ROOT)}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

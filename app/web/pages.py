@@ -45,7 +45,7 @@ def build_templates() -> Jinja2Templates:
     return templates
 
 
-def _templates(request: Request) -> Jinja2Templates:
+def templates_of(request: Request) -> Jinja2Templates:
     templates: Jinja2Templates = request.app.state.templates
     return templates
 
@@ -65,8 +65,8 @@ async def _health(hub: HubDep) -> dict[str, bool | None]:
     return {"database": await hub.database_ok(), "broker": hub.link.connected, "redis": redis}
 
 
-async def _page(request: Request, hub: HubDep, name: str, **context: Any) -> HTMLResponse:
-    return _templates(request).TemplateResponse(
+async def render_page(request: Request, hub: HubDep, name: str, **context: Any) -> HTMLResponse:
+    return templates_of(request).TemplateResponse(
         request, name, {"health": await _health(hub), **context}
     )
 
@@ -97,7 +97,7 @@ async def overview(
         "objects": sum(sum(r["counts"].values()) for r in rows),
         "per_kind": {k: sum(r["counts"].get(k, 0) for r in rows) for k in kinds},
     }
-    response = await _page(
+    response = await render_page(
         request,
         hub,
         "overview.html",
@@ -156,7 +156,7 @@ async def cluster_view(
     filters = _filters(query, params.get("labelSelector", ""), params.get("fieldSelector", ""))
     served = (await hub.registry.served_by([cluster])).get(cluster)
     template = "_table.html" if request.headers.get("HX-Request") else "cluster.html"
-    return await _page(
+    return await render_page(
         request,
         hub,
         template,
@@ -177,13 +177,13 @@ async def row_stream(
 ) -> EventSourceResponse:
     """Table rows of one cluster view as htmx out-of-band swaps."""
     query = dataclasses.replace(query, cluster=cluster, name_contains=q or None)
-    template = _templates(request).get_template("_row_live.html")
+    template = templates_of(request).get_template("_row_live.html")
     cache = _cache(request)
 
     def fragment(change: ChangeRecord) -> str:
         return cache.get("row", change, lambda c: template.render(change=c, obj=c.body))
 
-    stale = _templates(request).get_template("_stale.html").render()
+    stale = templates_of(request).get_template("_stale.html").render()
     events = change_fragments(hub, query, since, fragment, event="rows", stale=stale)
     return EventSourceResponse(events, ping=SSE_PING_S, send_timeout=30)
 
@@ -199,7 +199,7 @@ async def object_view(
     if stored is None:
         raise HTTPException(404, f"{kind} {namespace}/{name} not found in cluster {cluster!r}")
     history = await queries.object_history(hub.engine, cluster, kind, namespace, name)
-    return await _page(
+    return await render_page(
         request,
         hub,
         "object.html",
@@ -226,7 +226,7 @@ async def events_page(
         filters["cluster"] = cluster
     clusters = [r["name"] for r in await queries.cluster_rows(hub.engine)]
     revision = await queries.current_revision(hub.engine)
-    return await _page(
+    return await render_page(
         request, hub, "events.html", filters=filters, clusters=clusters, revision=revision
     )
 
@@ -236,12 +236,12 @@ async def event_stream(
     request: Request, hub: HubDep, query: QueryDep, since: int, cluster: str = ""
 ) -> EventSourceResponse:
     query = dataclasses.replace(query, cluster=cluster or None)
-    template = _templates(request).get_template("_event.html")
+    template = templates_of(request).get_template("_event.html")
     cache = _cache(request)
 
     def fragment(change: ChangeRecord) -> str:
         return cache.get("event", change, lambda c: template.render(change=c, obj=c.body))
 
-    stale = _templates(request).get_template("_stale.html").render()
+    stale = templates_of(request).get_template("_stale.html").render()
     events = change_fragments(hub, query, since, fragment, event="change", stale=stale)
     return EventSourceResponse(events, ping=SSE_PING_S, send_timeout=30)

@@ -20,7 +20,7 @@ from app.store import workloads as store
 from app.store.workloads import DeliveryRow, WorkloadExists, WorkloadNotFound
 from app.web.deps import HubDep
 from app.web.live import Signal, rerendered
-from app.web.pages import SSE_PING_S, _page, _templates
+from app.web.pages import SSE_PING_S, render_page, templates_of
 from app.web.workloads import _values, preview
 
 router = APIRouter(include_in_schema=False)
@@ -37,7 +37,7 @@ async def _matrix(request: Request, hub: HubDep) -> str:
         (r.workload, r.cluster): r for r in await store.deliveries_of(hub.engine)
     }
     return (
-        _templates(request)
+        templates_of(request)
         .get_template("_matrix.html")
         .render(workloads=await store.list_workloads(hub.engine), clusters=clusters, cells=cells)
     )
@@ -45,7 +45,7 @@ async def _matrix(request: Request, hub: HubDep) -> str:
 
 @router.get("/ui/workloads", response_class=HTMLResponse)
 async def workloads_page(request: Request, hub: HubDep) -> HTMLResponse:
-    return await _page(request, hub, "workloads.html", matrix=await _matrix(request, hub))
+    return await render_page(request, hub, "workloads.html", matrix=await _matrix(request, hub))
 
 
 @router.get("/ui/stream/workloads")
@@ -121,7 +121,7 @@ async def _form_page(
     status: int = 200,
 ) -> HTMLResponse:
     clusters = await queries.cluster_rows(hub.engine)
-    response = await _page(
+    response = await render_page(
         request,
         hub,
         "workload_form.html",
@@ -209,7 +209,7 @@ async def preview_fragment(request: Request, hub: HubDep) -> HTMLResponse:
     except (ValidationError, ValueError) as exc:
         result = {"clusters": [], "warnings": []}
         errors = _form_errors(exc) if isinstance(exc, ValidationError) else [str(exc)]
-    html = _templates(request).get_template("_preview.html").render(result=result, errors=errors)
+    html = templates_of(request).get_template("_preview.html").render(result=result, errors=errors)
     return HTMLResponse(html)
 
 
@@ -219,7 +219,7 @@ async def workload_page(request: Request, name: str, hub: HubDep) -> HTMLRespons
     if w is None:
         raise HTTPException(404, f"unknown workload {name!r}")
     rows = await store.deliveries_of(hub.engine, name)
-    return await _page(request, hub, "workload.html", w=w, rows=rows)
+    return await render_page(request, hub, "workload.html", w=w, rows=rows)
 
 
 @router.get("/ui/workloads/{name}/edit", response_class=HTMLResponse)

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 KubeObject = dict[str, Any]
+
+MAX_OBJECT_DEPTH = 200
+"""The deepest nesting of an object the protocol carries; the object itself is level 1 and
+every object or array inside adds one. Real objects, CRDs with embedded OpenAPI schemas
+included, stay far below it; orjson, which writes every stored body, cannot go past 254."""
 
 CLUSTER_SCOPED = ""
 """The namespace of cluster-scoped objects (Nodes, Namespaces...)."""
@@ -75,6 +82,10 @@ class ObjectRef:
     def key(self, cluster: str) -> ResourceKey:
         return ResourceKey(cluster, self.api_version, self.kind, self.namespace, self.name)
 
+    @property
+    def kind_key(self) -> KindKey:
+        return KindKey(self.api_version, self.kind)
+
 
 def parse_resource_version(value: object) -> int:
     """Resource versions are opaque strings in the API but etcd revisions in practice.
@@ -117,6 +128,15 @@ def object_ref(obj: object) -> ObjectRef:
         raise InvalidObject("metadata.namespace must be a string")
     if not isinstance(uid, str) or not uid:
         raise InvalidObject(f"{kind} {name!r} lacks metadata.uid")
+    for field, value in (
+        ("apiVersion", api_version),
+        ("kind", kind),
+        ("metadata.namespace", namespace),
+        ("metadata.name", name),
+        ("metadata.uid", uid),
+    ):
+        if "\x00" in value:
+            raise InvalidObject(f"{kind} {name!r}: {field} contains U+0000")
     labels = meta.get("labels") or {}
     if not isinstance(labels, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
@@ -126,6 +146,38 @@ def object_ref(obj: object) -> ObjectRef:
     return ObjectRef(api_version, kind, namespace, name, uid, rv, labels)
 
 
+def _deeper_than(obj: object, limit: int) -> bool:
+    stack: list[tuple[object, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in value.values() if isinstance(value, dict) else value:  # type: ignore[attr-defined]
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
+
+
+def object_json(obj: KubeObject, ref: ObjectRef | None = None) -> bytes:
+    """`obj` as JSON, checked against `MAX_OBJECT_DEPTH`; InvalidObject if it nests deeper
+    or holds a value JSON cannot carry.
+
+    The nesting is walked only when the JSON holds more brackets than the limit (a count
+    at C speed), so ordinary objects pay for one `orjson.dumps`, which the store needs anyway.
+    """
+    what = f"{ref.kind} {ref.namespace}/{ref.name}: " if ref else ""
+    try:
+        body = orjson.dumps(obj)
+    except orjson.JSONEncodeError as exc:
+        if "ecursion" in str(exc):
+            raise InvalidObject(f"{what}nests deeper than {MAX_OBJECT_DEPTH} levels") from None
+        raise InvalidObject(f"{what}cannot be written as JSON ({exc})") from None
+    opens = body.count(b"{") + body.count(b"[")
+    if opens > MAX_OBJECT_DEPTH and _deeper_than(obj, MAX_OBJECT_DEPTH):
+        raise InvalidObject(f"{what}nests deeper than {MAX_OBJECT_DEPTH} levels")
+    return body
+
+
 @dataclass(frozen=True, slots=True)
 class WatchEvent:
     """One change of one object, as a Kubernetes watch reports it."""
@@ -133,7 +185,12 @@ class WatchEvent:
     type: EventType
     object: KubeObject
     ref: ObjectRef
+    json: bytes = b""
+    """The object as JSON, when the receiver already wrote it (`of(..., encode=True)`)."""
 
     @classmethod
-    def of(cls, type_: EventType | str, obj: KubeObject) -> WatchEvent:
-        return cls(EventType(type_), obj, object_ref(obj))
+    def of(cls, type_: EventType | str, obj: KubeObject, *, encode: bool = False) -> WatchEvent:
+        """Validate `obj`; with `encode`, also write it as JSON (depth-checked) once, for
+        whoever stores or forwards it."""
+        ref = object_ref(obj)
+        return cls(EventType(type_), obj, ref, object_json(obj, ref) if encode else b"")

@@ -13,7 +13,7 @@ delete what it does not contain.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from app.informer.deltas import CheckDigest, Delta, Sweep, Upsert
@@ -43,10 +43,13 @@ class Reflector:
         self.cluster = cluster
         self.max_snapshot_objects = max_snapshot_objects
         self._open: dict[KindKey, _OpenSnapshot] = {}
+        self._closed: dict[KindKey, str] = {}
+        """Per kind, the last snapshot finished, abandoned or given up: its late or
+        redelivered chunks only re-apply their items (idempotent), nothing more."""
 
     def watch(self, events: Sequence[WatchEvent]) -> Reflection:
         for event in events:
-            snapshot = self._open.get(event.ref.key(self.cluster).kind_key)
+            snapshot = self._open.get(KindKey(event.ref.api_version, event.ref.kind))
             if snapshot is not None and event.type is not EventType.DELETED:
                 snapshot.seen.add((event.ref.namespace, event.ref.name))
         return Reflection([Upsert(self.cluster, e) for e in events])
@@ -61,11 +64,22 @@ class Reflector:
         resource_version: int,
         items: Sequence[WatchEvent],
     ) -> Reflection:
+        """Items are applied as they come. Chunk 0 opens a snapshot (superseding one still
+        open); a chunk already received (a redelivery) changes nothing else; a gap, or a
+        chunk of a snapshot never seen opening (a hub restart cut it), abandons the kind's
+        snapshot and asks for one relist; the rest of that snapshot is then only applied."""
         out = Reflection([Upsert(self.cluster, e) for e in items])
-        if chunk == 0:
-            self._open[kind] = _OpenSnapshot(snapshot_id)
         snapshot = self._open.get(kind)
-        if snapshot is None or snapshot.snapshot_id != snapshot_id or snapshot.next_chunk != chunk:
+        if snapshot is not None and snapshot.snapshot_id == snapshot_id:
+            if chunk < snapshot.next_chunk:
+                return out  # a duplicate
+        elif self._closed.get(kind) == snapshot_id:
+            return out  # a late chunk of a snapshot already finished or given up
+        if chunk == 0:
+            snapshot = self._open[kind] = _OpenSnapshot(snapshot_id)
+        elif (
+            snapshot is None or snapshot.snapshot_id != snapshot_id or snapshot.next_chunk != chunk
+        ):
             log.warning(
                 "cluster %s: snapshot %s of %s is missing chunks (got chunk %d); relisting",
                 self.cluster,
@@ -73,19 +87,38 @@ class Reflector:
                 kind,
                 chunk,
             )
-            self._open.pop(kind, None)
+            self._close(kind, snapshot_id)
             out.relist.add(kind)
             return out
         snapshot.next_chunk += 1
         snapshot.seen.update((e.ref.namespace, e.ref.name) for e in items)
         if len(snapshot.seen) > self.max_snapshot_objects:
             log.warning("cluster %s: snapshot of %s too large to sweep", self.cluster, kind)
-            del self._open[kind]
+            self._close(kind, snapshot_id)
             return out
         if last:
-            del self._open[kind]
+            self._close(kind, snapshot_id)
             out.deltas.append(Sweep(self.cluster, kind, frozenset(snapshot.seen), resource_version))
         return out
+
+    def _close(self, kind: KindKey, snapshot_id: str) -> None:
+        self._open.pop(kind, None)
+        self._closed[kind] = snapshot_id
+
+    def abandon(self, kinds: Iterable[KindKey]) -> None:
+        """Give up the open snapshots of `kinds` (part of one could not be stored): they
+        must not sweep. The caller asks for a relist."""
+        for kind in kinds:
+            snapshot = self._open.get(kind)
+            if snapshot is not None:
+                self._close(kind, snapshot.snapshot_id)
+
+    def unsee(self, kind: KindKey, name: tuple[str, str]) -> None:
+        """An item of the open snapshot could not be stored: its sweep must treat it as
+        absent (and delete the version stored before)."""
+        snapshot = self._open.get(kind)
+        if snapshot is not None:
+            snapshot.seen.discard(name)
 
     def digest(self, digests: dict[KindKey, KindDigest]) -> Reflection:
         """Kinds with a snapshot under way are skipped: the snapshot will settle them."""

@@ -1,8 +1,15 @@
+import orjson
 import pytest
 
 from app.informer.deltas import CheckDigest, Sweep, Upsert
 from app.informer.digest import kind_digest
-from app.informer.objects import InvalidObject, KindKey, object_ref
+from app.informer.objects import (
+    MAX_OBJECT_DEPTH,
+    InvalidObject,
+    KindKey,
+    object_json,
+    object_ref,
+)
 from app.informer.reflector import Reflector
 from tests.objects import event, pod
 
@@ -87,3 +94,88 @@ def test_digest_skips_kinds_with_a_snapshot_under_way() -> None:
     snapshot(r, "s1", 1, True, [])
     (check,) = r.digest({PODS: kind_digest([])}).deltas
     assert isinstance(check, CheckDigest)
+
+
+def test_a_redelivered_chunk_is_not_a_gap() -> None:
+    r = Reflector("c1")
+    snapshot(r, "s1", 0, False, ["a"])
+    snapshot(r, "s1", 1, False, ["b"])
+    again = snapshot(r, "s1", 0, False, ["a"])  # the broker redelivered chunk 0
+    assert not again.relist and [type(d) for d in again.deltas] == [Upsert]
+    last = snapshot(r, "s1", 2, True, ["c"])
+    assert not last.relist
+    assert isinstance(last.deltas[-1], Sweep)
+    assert last.deltas[-1].seen == {("default", n) for n in "abc"}
+
+
+def test_a_late_chunk_of_a_finished_snapshot_changes_nothing_else() -> None:
+    r = Reflector("c1")
+    snapshot(r, "s1", 0, True, ["a"])
+    late = snapshot(r, "s1", 0, True, ["a"])
+    assert not late.relist and not any(isinstance(d, Sweep) for d in late.deltas)
+    assert r.digest({PODS: kind_digest([])}).deltas  # nothing left open
+
+
+def test_a_new_snapshot_supersedes_one_still_open() -> None:
+    r = Reflector("c1")
+    snapshot(r, "s1", 0, False, ["a"])
+    snapshot(r, "s2", 0, False, ["b"])
+    last = snapshot(r, "s2", 1, True, ["c"])
+    assert not last.relist
+    assert last.deltas[-1].seen == {("default", "b"), ("default", "c")}  # type: ignore[union-attr]
+
+
+def test_a_snapshot_cut_by_a_hub_restart_is_relisted_once() -> None:
+    r = Reflector("c1")  # a fresh hub: chunk 0 was applied before the restart
+    assert snapshot(r, "s1", 3, False, ["x"]).relist == {PODS}
+    for chunk in (4, 5, 6):
+        leftover = snapshot(r, "s1", chunk, chunk == 6, ["y"])
+        assert not leftover.relist
+        assert [type(d) for d in leftover.deltas] == [Upsert]
+
+
+def test_an_abandoned_snapshot_does_not_sweep() -> None:
+    r = Reflector("c1")
+    snapshot(r, "s1", 0, False, ["a"])
+    r.abandon([PODS])
+    last = snapshot(r, "s1", 1, True, ["b"])
+    assert not any(isinstance(d, Sweep) for d in last.deltas)
+
+
+def test_an_unseen_item_is_swept() -> None:
+    r = Reflector("c1")
+    snapshot(r, "s1", 0, False, ["a", "b"])
+    r.unsee(PODS, ("default", "a"))
+    last = snapshot(r, "s1", 1, True, [])
+    assert last.deltas[-1].seen == {("default", "b")}  # type: ignore[union-attr]
+
+
+def test_identity_fields_must_not_hold_nul() -> None:
+    for field in ("name", "namespace", "uid"):
+        obj = pod("a", 1)
+        obj["metadata"][field] = "x\x00y"
+        with pytest.raises(InvalidObject, match="U\\+0000"):
+            object_ref(obj)
+    obj = pod("a", 1, labels={"app": "x\x00y"})
+    obj["data"] = {"k": "\x00"}
+    assert object_ref(obj).labels == {"app": "x\x00y"}  # data may hold it, labels too
+
+
+def _nested(depth: int) -> dict[str, object]:
+    """A Pod whose nesting (the object itself is level 1) is exactly `depth`."""
+    obj = pod("deep", 1)
+    inner: dict[str, object] = {}
+    for _ in range(depth - 3):  # pod -> spec -> deep -> ... levels
+        inner = {"a": inner}
+    obj["spec"] = {"deep": inner}
+    return obj
+
+
+def test_objects_nest_up_to_the_limit_and_no_deeper() -> None:
+    assert object_json(_nested(MAX_OBJECT_DEPTH)) == orjson.dumps(_nested(MAX_OBJECT_DEPTH))
+    for depth in (MAX_OBJECT_DEPTH + 1, 254, 300):
+        with pytest.raises(InvalidObject, match="nest"):
+            object_json(_nested(depth))
+    wide = pod("wide", 1)
+    wide["data"] = {f"k{i}": [{"x": [i]}] for i in range(500)}  # many brackets, shallow
+    assert object_json(wide) == orjson.dumps(wide)

@@ -117,7 +117,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     async def empty() -> None:
         engine = create_engine(url)
         async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE resources, changes, clusters, workloads, deliveries"))
+            await conn.execute(
+                text("TRUNCATE resources, changes, clusters, workloads, deliveries, rejections")
+            )
             await conn.execute(text("UPDATE revision_counter SET value = 0"))
         await engine.dispose()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,7 +17,7 @@ import orjson
 from sqlalchemy import ColumnElement, and_, func, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.informer.objects import CLUSTER_SCOPED
+from app.informer.objects import CLUSTER_SCOPED, KindKey
 from app.informer.selectors import FieldSelector, LabelSelector, Op, Requirement
 from app.store.records import ChangeRecord
 from app.store.tables import changes, clusters, resources, revision_counter
@@ -40,15 +41,36 @@ class ResourceQuery:
     """Case-insensitive substring of the name (the dashboard's search box)."""
 
     def matches(self, change: ChangeRecord) -> bool:
-        return (
+        """Whether a watch with this filter sees `change` (see `event_type`)."""
+        return self.event_type(change) is not None
+
+    def seen_as(self, change: ChangeRecord) -> ChangeRecord | None:
+        """`change` as this filter's watch reports it (its type per `event_type`), or None."""
+        type_ = self.event_type(change)
+        if type_ is None or type_ == change.type:
+            return change if type_ else None
+        return dataclasses.replace(change, type=type_)
+
+    def event_type(self, change: ChangeRecord) -> str | None:
+        """How `change` looks to a watch with this filter: not at all (None), as itself, or,
+        for a MODIFIED whose labels moved the object into or out of the label selection, as
+        ADDED or DELETED, the way a Kubernetes watch with a label selector reports it."""
+        if not (
             (not self.name_contains or self.name_contains.lower() in change.name.lower())
             and (self.cluster is None or change.cluster == self.cluster)
             and (self.kind is None or change.kind == self.kind)
             and (self.api_version is None or change.api_version == self.api_version)
             and (self.namespace is None or change.namespace == self.namespace)
             and self.fields.matches(change.namespace, change.name)
-            and self.labels.matches(change.labels)
-        )
+        ):
+            return None
+        now = self.labels.matches(change.labels)
+        if change.prev_labels is None or not self.labels.requirements:
+            return change.type if now else None
+        before = self.labels.matches(change.prev_labels)
+        if now:
+            return change.type if before else "ADDED"
+        return "DELETED" if before else None
 
     def conditions(self, table: Any) -> list[ColumnElement[bool]]:
         """SQL conditions on `resources` or `changes` (label conditions need `resources`)."""
@@ -85,7 +107,7 @@ def _label_condition(req: Requirement) -> ColumnElement[bool]:
 
 Order = Literal["id", "name", "kind", "age"]
 ORDERS: tuple[Order, ...] = ("id", "name", "kind", "age")
-_CREATED = func.coalesce(resources.c.body[("metadata", "creationTimestamp")].as_string(), "")
+_CREATED = resources.c.created
 
 
 def _sort_columns(order: Order) -> tuple[list[Any], bool]:
@@ -231,6 +253,13 @@ async def cluster_rows(engine: AsyncEngine, name: str | None = None) -> list[dic
     return rows
 
 
+async def announced_kinds(engine: AsyncEngine) -> dict[str, list[KindKey]]:
+    """Every known cluster with the kinds its last hello announced."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(clusters.c.name, clusters.c.kinds))).all()
+    return {name: [KindKey.parse(k) for k in kinds] for name, kinds in rows}
+
+
 async def current_revision(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
         return await _current_revision(conn)
@@ -269,12 +298,21 @@ async def changes_after(
         rows = (await conn.execute(stmt)).all()
     records = [
         ChangeRecord(
-            r.revision, r.cluster, r.type, r.api_version, r.kind, r.namespace, r.name, r.body
+            r.revision,
+            r.cluster,
+            r.type,
+            r.api_version,
+            r.kind,
+            r.namespace,
+            r.name,
+            r.body,
+            r.prev_labels,
         )
         for r in rows
     ]
+    seen = (query.seen_as(c) for c in records)
     return ReplayPage(
-        [c for c in records if query.matches(c)],
+        [c for c in seen if c is not None],
         records[-1].revision if records else revision,
         len(records) < limit,
     )

@@ -3,7 +3,8 @@
 SQLAlchemy Core's executemany cost about 150 µs a change here (parameter processing and
 JSON serialization per row and column); these texts go to the driver's executemany with
 plain tuples and bodies serialized once. Placeholders are `?` (sqlite3/aiosqlite) or `$n`
-(asyncpg); JSON goes in as text (`$n::text::jsonb` on PostgreSQL).
+(asyncpg). Bodies are JSON text columns on both databases; labels go in as text and become
+jsonb on PostgreSQL (`$n::text::jsonb`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ RESOURCE_COLUMNS = (
     "deleted",
     "labels",
     "body",
+    "created",
     "updated_at",
 )
 CHANGE_COLUMNS = (
@@ -34,6 +36,7 @@ CHANGE_COLUMNS = (
     "type",
     "body",
     "at",
+    "prev_labels",
 )
 CLUSTER_COLUMNS = (
     "name",
@@ -46,8 +49,17 @@ CLUSTER_COLUMNS = (
     "agent_version",
 )
 KEY_COLUMNS = RESOURCE_COLUMNS[:5]
-_JSON = {"labels", "body", "kinds"}
-_UPDATED = ("uid", "resource_version", "revision", "deleted", "labels", "body", "updated_at")
+_JSON = {"labels", "kinds"}
+_UPDATED = (
+    "uid",
+    "resource_version",
+    "revision",
+    "deleted",
+    "labels",
+    "body",
+    "created",
+    "updated_at",
+)
 
 
 def _marks(dialect: str, columns: tuple[str, ...], start: int = 1) -> str:
@@ -96,8 +108,9 @@ class Statements:
         return cls(dialect, upsert, change, live, upsert_cluster)
 
     def stored_keys(self, count: int) -> str:
-        """Stored version and tombstone flag of `count` keys (5 parameters each), through a
-        join with a VALUES list: it uses the unique index on both databases."""
+        """Stored version, tombstone flag and labels (as JSON text) of `count` keys (5
+        parameters each), through a join with a VALUES list: it uses the unique index on both
+        databases."""
         if self.dialect == "postgresql":
             rows = ", ".join(
                 "(" + ", ".join(f"${5 * i + j}::text" for j in range(1, 6)) + ")"
@@ -108,6 +121,7 @@ class Statements:
         on = " AND ".join(f"r.{c} = w.{c}" for c in KEY_COLUMNS)
         return (
             f"WITH w ({', '.join(KEY_COLUMNS)}) AS (VALUES {rows}) "
-            f"SELECT {', '.join('r.' + c for c in KEY_COLUMNS)}, r.resource_version, r.deleted "
+            f"SELECT {', '.join('r.' + c for c in KEY_COLUMNS)}, r.resource_version, r.deleted, "
+            f"{'r.labels::text' if self.dialect == 'postgresql' else 'r.labels'} "
             f"FROM resources r JOIN w ON {on}"
         )

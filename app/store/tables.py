@@ -11,11 +11,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, UniqueConstraint
+import orjson
+from sqlalchemy import JSON, BigInteger, Column, Dialect, Index, Integer, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+"""JSON the database can look into (labels, for selectors): jsonb on PostgreSQL."""
+
+
+class JsonText(TypeDecorator[Any]):
+    """JSON kept as text on both databases, for documents only ever read whole.
+
+    Any JSON string round-trips exactly, U+0000 included (PostgreSQL's jsonb refuses it),
+    and the writer stores bodies it has already serialized, with no parse in the database.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else orjson.dumps(value).decode()
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else orjson.loads(value)
+
+
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
 """SQLite only auto-increments INTEGER PRIMARY KEY."""
 
@@ -66,7 +88,11 @@ class Resource(SQLModel, table=True):
     revision: int = Field(sa_column=Column(BigInteger, nullable=False))
     deleted: bool = False
     labels: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
-    body: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
+    """Selectable labels: the object's, less any pair holding U+0000 (which no selector can
+    name and jsonb cannot hold); the body keeps them all."""
+    body: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JsonText, nullable=False))
+    created: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    """metadata.creationTimestamp, for sorting by age without reading bodies."""
     updated_at: float = 0.0
 
 
@@ -81,8 +107,11 @@ class Change(SQLModel, table=True):
     namespace: str
     name: str
     type: str = Field(max_length=8)
-    body: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
+    body: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JsonText, nullable=False))
     at: float = 0.0
+    prev_labels: dict[str, str] | None = Field(default=None, sa_column=Column(JsonText))
+    """For a MODIFIED whose labels changed, the labels before: a label-selected stream turns
+    it into ADDED or DELETED when the object enters or leaves the selection."""
 
 
 class RevisionCounter(SQLModel, table=True):
@@ -105,7 +134,7 @@ class Workload(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=63)
     manifests: list[dict[str, Any]] = Field(
-        default_factory=list, sa_column=Column(JSONType, nullable=False)
+        default_factory=list, sa_column=Column(JsonText, nullable=False)
     )
     version: int = Field(default=1, sa_column=Column(BigInteger, nullable=False))
     update_strategy: str = "ServerSideApply"
@@ -139,10 +168,10 @@ class Delivery(SQLModel, table=True):
     removing: bool = False
     state: str = "Pending"
     conditions: list[dict[str, Any]] = Field(
-        default_factory=list, sa_column=Column(JSONType, nullable=False)
+        default_factory=list, sa_column=Column(JsonText, nullable=False)
     )
     feedback: dict[str, Any] = Field(
-        default_factory=dict, sa_column=Column(JSONType, nullable=False)
+        default_factory=dict, sa_column=Column(JsonText, nullable=False)
     )
     last_error: str = ""
     status_hash: str = ""
@@ -154,3 +183,32 @@ class Delivery(SQLModel, table=True):
 
 workloads = Workload.__table__  # type: ignore[attr-defined]
 deliveries = Delivery.__table__  # type: ignore[attr-defined]
+
+
+class Rejection(SQLModel, table=True):
+    """The dead-letter record: what a cluster sent that the hub refused, bounded (newest
+    `retain_rejections` rows) and rate-limited per cluster (`suppressed` counts the
+    refusals not recorded since the previous row of that cluster)."""
+
+    __tablename__ = "rejections"
+    __table_args__ = (Index("ix_rejections_cluster", "cluster", "id"),)
+
+    id: int | None = Field(
+        default=None, sa_column=Column(_BigId, primary_key=True, autoincrement=True)
+    )
+    at: float = 0.0
+    cluster: str = Field(max_length=253)
+    """The cluster segment of the topic (the name the sender claimed)."""
+    topic: str = Field(default="", sa_column=Column(Text, nullable=False))
+    type: str = Field(default="", sa_column=Column(Text, nullable=False))
+    reason: str = Field(max_length=32)
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False))
+    object: str = Field(default="", sa_column=Column(Text, nullable=False))
+    """`Kind namespace/name` when one object was refused, else empty."""
+    size: int = 0
+    payload: str = Field(default="", sa_column=Column(Text, nullable=False))
+    """The start of what was refused, as text (control characters escaped)."""
+    suppressed: int = 0
+
+
+rejections = Rejection.__table__  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import Text, insert, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.informer.deltas import (
@@ -34,9 +34,9 @@ from app.informer.deltas import (
 )
 from app.informer.digest import kind_digest
 from app.informer.objects import EventType, ResourceKey
-from app.store.records import Applied, ChangeRecord, ClusterStatus
+from app.store.records import Applied, ChangeRecord, ClusterStatus, RejectionRecord
 from app.store.statements import Statements
-from app.store.tables import clusters, resources, revision_counter
+from app.store.tables import clusters, rejections, resources, revision_counter
 
 _PREFETCH_CHUNK = 500
 
@@ -45,6 +45,24 @@ _PREFETCH_CHUNK = 500
 class _Stored:
     resource_version: int
     deleted: bool
+    labels: str | None = None
+    """The stored selectable labels as JSON text (None once this batch rewrote the row)."""
+
+
+def selectable_labels(labels: dict[str, str]) -> tuple[dict[str, str], str]:
+    """The labels a selector can match, and their JSON: pairs holding U+0000 are left out
+    (no selector can name them, and jsonb cannot hold them); the body keeps them."""
+    text = orjson.dumps(labels)
+    if b"\\u0000" in text:
+        labels = {k: v for k, v in labels.items() if "\x00" not in k and "\x00" not in v}
+        text = orjson.dumps(labels)
+    return labels, text.decode()
+
+
+def _created(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata")
+    value = meta.get("creationTimestamp") if isinstance(meta, dict) else None
+    return value if isinstance(value, str) and len(value) < 64 and "\x00" not in value else ""
 
 
 class _Batch:
@@ -80,7 +98,7 @@ class _Batch:
             rows: list[Any] = list(result)
             for row in rows:
                 key = ResourceKey(row[0], row[1], row[2], row[3], row[4])
-                self.stored[key] = _Stored(row[5], bool(row[6]))
+                self.stored[key] = _Stored(row[5], bool(row[6]), row[7])
 
     async def prefetch_clusters(self, names: Iterable[str]) -> None:
         todo = [n for n in set(names) if n not in self.cluster_rows]
@@ -93,7 +111,12 @@ class _Batch:
     # -- object deltas -----------------------------------------------------------------
 
     def _record(
-        self, key: ResourceKey, type_: EventType, body: dict[str, Any], body_json: str
+        self,
+        key: ResourceKey,
+        type_: EventType,
+        body: dict[str, Any],
+        body_json: str,
+        prev_labels: dict[str, str] | None = None,
     ) -> int:
         self.revision += 1
         self.change_rows.append(
@@ -107,6 +130,7 @@ class _Batch:
                 str(type_),
                 body_json,
                 self.now,
+                None if prev_labels is None else orjson.dumps(prev_labels).decode(),
             )
         )
         self.result.changes.append(
@@ -119,6 +143,7 @@ class _Batch:
                 key.namespace,
                 key.name,
                 body,
+                prev_labels,
             )
         )
         return self.revision
@@ -130,10 +155,11 @@ class _Batch:
         rv: int,
         revision: int,
         deleted: bool,
-        labels: dict[str, str],
+        labels_json: str,
         body_json: str,
+        created: str,
     ) -> None:
-        self.stored[key] = _Stored(rv, deleted)
+        self.stored[key] = _Stored(rv, deleted, labels_json)
         self.rows[key] = (
             key.cluster,
             key.api_version,
@@ -144,8 +170,9 @@ class _Batch:
             rv,
             revision,
             deleted,
-            orjson.dumps(labels).decode(),
+            labels_json,
             body_json,
+            created,
             self.now,
         )
 
@@ -165,11 +192,25 @@ class _Batch:
             change_type = EventType.ADDED
         else:
             change_type = EventType.MODIFIED
-        body_json = orjson.dumps(event.object).decode()
+        body_json = (event.json or orjson.dumps(event.object)).decode()
+        labels, labels_json = selectable_labels(ref.labels)
+        prev_labels = None
+        if change_type is EventType.MODIFIED and stored is not None and stored.labels is not None:
+            before = orjson.loads(stored.labels)
+            prev_labels = before if before != labels else None
         revision = self.revision
         if change_type:
-            revision = self._record(key, change_type, event.object, body_json)
-        self._row(key, ref.uid, ref.resource_version, revision, deleting, ref.labels, body_json)
+            revision = self._record(key, change_type, event.object, body_json, prev_labels)
+        self._row(
+            key,
+            ref.uid,
+            ref.resource_version,
+            revision,
+            deleting,
+            labels_json,
+            body_json,
+            _created(event.object),
+        )
 
     async def sweep(self, delta: Sweep) -> None:
         await self.flush()
@@ -194,19 +235,19 @@ class _Batch:
                     resources.c.name,
                     resources.c.uid,
                     resources.c.labels,
-                    resources.c.body,
+                    type_coerce(resources.c.body, Text),
+                    resources.c.created,
                     resources.c.resource_version,
                 ).where(*of_kind, resources.c.name.in_(gone_names[i : i + _PREFETCH_CHUNK]))
             )
-            for ns, name, uid, labels, body, rv in rows:
+            for ns, name, uid, labels, body_json, created, rv in rows:
                 if (ns, name) not in gone:
                     continue
                 key = ResourceKey(delta.cluster, delta.kind.api_version, delta.kind.kind, ns, name)
-                body_json = orjson.dumps(body).decode()
-                revision = self._record(key, EventType.DELETED, body, body_json)
-                self._row(
-                    key, uid, max(rv, delta.resource_version), revision, True, labels, body_json
-                )
+                revision = self._record(key, EventType.DELETED, orjson.loads(body_json), body_json)
+                rv = max(rv, delta.resource_version)
+                labels_json = orjson.dumps(labels).decode()
+                self._row(key, uid, rv, revision, True, labels_json, body_json, created)
 
     async def check_digest(self, delta: CheckDigest) -> None:
         await self.flush()
@@ -301,7 +342,13 @@ class InventoryWriter:
         self._clock = clock
         self._statements = Statements.for_dialect(engine.dialect.name)
 
-    async def apply(self, deltas: Sequence[Delta]) -> Applied:
+    async def apply(
+        self, deltas: Sequence[Delta], refused: Sequence[RejectionRecord] = ()
+    ) -> Applied:
+        """Apply `deltas` in one transaction, with dead-letter records of refused messages.
+
+        Raises what the database raises; `app.store.errors.is_data_error` tells a batch that
+        can never be stored (isolate its culprit) from an outage (retry it whole)."""
         async with self.lock, self._engine.begin() as conn:
             # Lock the counter row first: writers serialize here, so revisions commit in order.
             await conn.execute(
@@ -339,6 +386,8 @@ class InventoryWriter:
                         batch.offline(delta)
             await batch.flush()
             await batch.flush_clusters()
+            if refused:
+                await conn.execute(insert(rejections), [r.row() for r in refused])
             if batch.revision != base:
                 await conn.execute(
                     update(revision_counter)

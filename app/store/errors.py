@@ -1,0 +1,30 @@
+"""Which write failures are about the data and which about the database.
+
+A batch that fails with a *data* error will fail the same way every time: retrying it would
+stop ingest for every cluster, so the caller isolates the message that causes it and
+refuses that one. Anything else (a lost connection, a locked or read-only database, a
+full disk, a timeout, and errors we cannot classify) is treated as the database being
+unavailable: the batch is retried whole and nothing is acknowledged, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+
+_DATA_SQLSTATE_CLASSES = ("22", "23", "54")
+"""PostgreSQL: data exception (22: U+0000 in text or jsonb, a value out of range),
+integrity constraint violation (23), program limit exceeded (54: an index row too large)."""
+
+_PYTHON_DATA_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, UnicodeError)
+"""Raised while binding or serializing a value (sqlite3: an integer beyond 64 bits)."""
+
+
+def is_data_error(exc: BaseException) -> bool:
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    if isinstance(exc, DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        return isinstance(sqlstate, str) and sqlstate[:2] in _DATA_SQLSTATE_CLASSES
+    if isinstance(exc, StatementError):
+        return isinstance(exc.orig, _PYTHON_DATA_ERRORS)
+    return isinstance(exc, _PYTHON_DATA_ERRORS)

@@ -37,6 +37,17 @@ class HubSettings(CommonSettings):
     offline_after_heartbeats: float = 3.0
     receive_maximum: int = 1000
     """Unacknowledged messages the broker may send the hub at once (MQTT 5 receive-maximum)."""
+    quota_messages_per_s: float = 1000.0
+    """Per cluster: messages a second the hub takes; beyond it (and the burst) they are
+    dropped unparsed and the cluster relists once calm (`app/hub/quota.py`)."""
+    quota_message_burst: float = 1000.0
+    quota_bytes_per_s: float = 4 * 1024 * 1024
+    quota_byte_burst: float = 16 * 1024 * 1024
+    quota_calm_s: float = 5.0
+    stuck_after_s: float = 30.0
+    """Ingest holding messages without a commit this long makes /readyz fail."""
+    retain_rejections: int = 10_000
+    """Dead-letter records kept (`GET /rejections`)."""
 
 
 class AgentSettings(CommonSettings):
@@ -57,6 +68,10 @@ class AgentSettings(CommonSettings):
     buffer and relists everything on reconnect."""
     chunk_bytes: int = 128 * 1024
     max_inflight: int = 16
+    send_messages_per_s: float = 500.0
+    send_bytes_per_s: float = 3 * 1024 * 1024
+    """The agent paces itself below the hub's default per-cluster quota (1000 messages/s,
+    4 MiB/s), so it is never cut off for its own traffic."""
 
     model_config = SettingsConfigDict(env_prefix="TI_", extra="ignore", populate_by_name=True)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 import uvicorn
 
 from app.agent.service import Agent
@@ -17,6 +19,10 @@ from app.broker import free_port
 from app.config import HubSettings
 from app.hub.service import HubService
 from app.informer.objects import KindKey
+from app.transport import cloudevents, topics
+from app.transport.messages import MessageType
+from app.transport.mqtt import LinkOptions, MqttLink
+from app.transport.topics import DEFAULT_SOURCE
 from app.web.app import create_app
 
 KINDS = (KindKey("v1", "ConfigMap"), KindKey("v1", "Pod"))
@@ -165,3 +171,69 @@ class SseReader:
             # several data lines make one value, joined by newlines (the SSE rules)
             current[field] = f"{current[field]}\n{value}" if field in current else value
         return events
+
+
+class RawAgent:
+    """A hand-written agent: publishes whatever it is told on one cluster's topic (as an
+    agent built from protocol.md, or an attacker, would), and records what the hub sends."""
+
+    def __init__(self, broker_url: str, cluster: str, source: str = DEFAULT_SOURCE) -> None:
+        self.cluster = cluster
+        self.topic = topics.agent_events(source, cluster)
+        self.received: list[dict[str, Any]] = []
+        self.link = MqttLink(
+            LinkOptions(
+                url=broker_url,
+                client_id=f"raw-{cluster}",
+                subscriptions=(topics.source_events(source, cluster),),
+            ),
+            self._on_message,
+        )
+
+    async def _on_message(self, topic: str, payload: bytes) -> None:
+        self.received.append(orjson.loads(payload))
+
+    async def __aenter__(self) -> RawAgent:
+        await self.link.__aenter__()
+        await asyncio.wait_for(self.link.wait_connected(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.link.close()
+
+    async def send(self, type_: str, data: dict[str, Any] | bytes) -> None:
+        """Publish one message; a dict is wrapped in a CloudEvent and written with the
+        standard library's json, which (unlike orjson) nests as deep as a test needs."""
+        if isinstance(data, dict):
+            envelope = orjson.loads(
+                cloudevents.encode(
+                    cloudevents.CloudEvent(type_, f"agent/{self.cluster}", self.cluster, {})
+                )
+            )
+            data = json.dumps({**envelope, "data": data}).encode()
+        await self.link.publish(self.topic, data)
+
+    async def hello(self, *kinds: str, heartbeat: float = 5.0) -> None:
+        await self.send(
+            MessageType.HELLO,
+            {
+                "kinds": [
+                    {"apiVersion": k.rpartition("/")[0], "kind": k.rpartition("/")[2]}
+                    for k in kinds
+                ],
+                "heartbeatSeconds": heartbeat,
+            },
+        )
+
+    async def events(self, *events: tuple[str, dict[str, Any]]) -> None:
+        await self.send(
+            MessageType.WATCH_EVENTS, {"events": [{"type": t, "object": o} for t, o in events]}
+        )
+
+    def resync_requests(self) -> list[list[str]]:
+        """The kinds of every resync_request received (empty list: everything)."""
+        return [
+            [f"{k['apiVersion']}/{k['kind']}" for k in m["data"]["kinds"]]
+            for m in self.received
+            if m["type"] == MessageType.RESYNC_REQUEST
+        ]

@@ -1,31 +1,49 @@
 """Ingest: MQTT messages from agents -> reflectors -> one SQL transaction per batch.
 
-- `handle` is gmqtt's message callback. It checks the message (topic, envelope, payload),
-  queues it in arrival order and returns only after the batch holding it is committed, so the
-  broker's PUBACK means "stored" (ack after commit). A rejected message is logged, counted
-  and acknowledged: redelivering it could not make it valid.
-- `run` drains the queue in batches (many messages, one transaction), then fans the committed
-  changes out to the feed, renews the registry's claims, and asks agents to relist kinds
-  whose snapshot broke or whose digest differs.
-- Messages of one cluster are applied in the order they arrived. The queue is bounded by the
-  broker: with manual acks it sends at most `receive_maximum` unacknowledged messages.
+- `handle` is gmqtt's message callback. It admits the message against its cluster's quota
+  (`quota.py`: over quota -> dropped before parsing), checks it (topic, envelope, payload,
+  each object) and queues it on its cluster's queue, then returns only after the batch
+  holding it is committed, so the broker's PUBACK means "stored" (ack after commit). A
+  refused message or object is counted by reason, logged (at most once a minute per cluster
+  and reason), kept in the dead-letter table (`dead_letters.py`) and acknowledged:
+  redelivering it could not make it valid.
+- `run` takes batches round-robin over the clusters with queued messages, so one busy
+  cluster cannot push the others to the back; reflects them; and commits them in one
+  transaction. A failure is either the database being unavailable (retried whole, with
+  backoff, nothing acknowledged: nothing is lost) or data that can never be stored
+  (`app.store.errors.is_data_error`): then the batch is split until the culprit messages
+  are found, the rest committed, and those refused as `unstorable`.
+- After a commit it fans the changes out to the feed, renews the registry's claims, and
+  asks agents to relist what needs it, through `RelistLimiter`.
+
+Messages of one cluster are applied in the order they arrived. The queues are bounded by
+the broker: with manual acks it sends at most `receive_maximum` unacknowledged messages.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import functools
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import orjson
+
+from app.hub.dead_letters import DeadLetters
 from app.hub.feed import ChangeFeed
+from app.hub.quota import ClusterQuota, OverQuota
 from app.hub.registry import ClusterRegistry
-from app.informer.deltas import ClusterHello, ClusterOffline, ClusterSeen, Delta
+from app.hub.relists import EVERYTHING, RelistLimiter
+from app.informer.deltas import ClusterHello, ClusterOffline, ClusterSeen, Delta, Sweep, Upsert
 from app.informer.objects import KindKey
 from app.informer.reflector import Reflection, Reflector
+from app.store.errors import is_data_error
 from app.store.records import Applied
 from app.store.writer import InventoryWriter
 from app.transport import cloudevents, topics
@@ -35,27 +53,57 @@ from app.transport.messages import (
     Heartbeat,
     Hello,
     Offline,
+    RefusedObject,
     SnapshotChunk,
     WatchEvents,
     WorkloadResync,
     WorkloadStatus,
+    message_type,
     parse_agent_message,
 )
 
 log = logging.getLogger(__name__)
 
 SLOW_BATCH_S = 0.1
+LOG_EVERY_S = 60.0
 T = TypeVar("T")
+U = TypeVar("U")
 WorkloadMessages = Callable[[list[tuple[str, AgentMessage]]], Awaitable[None]]
 """Receives workload status and resync messages, in order, before they are acknowledged."""
 RequestResync = Callable[[str, tuple[KindKey, ...]], Awaitable[None]]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Pending:
     cluster: str
+    topic: str
+    type: str
     message: AgentMessage
+    size: int
+    enqueued: float
     done: asyncio.Future[None]
+    deltas: list[Delta] = field(default_factory=list)
+
+    @property
+    def events(self) -> int:
+        msg = self.message
+        if isinstance(msg, WatchEvents):
+            return len(msg.events)
+        return len(msg.items) if isinstance(msg, SnapshotChunk) else 1
+
+
+@dataclass(eq=False)
+class _Part:
+    """What isolation writes and splits: a message's deltas, or a slice of them."""
+
+    pending: _Pending
+    deltas: list[Delta]
+
+    def halves(self) -> list[_Part] | None:
+        if len(self.deltas) < 2:
+            return None
+        mid = len(self.deltas) // 2
+        return [_Part(self.pending, self.deltas[:mid]), _Part(self.pending, self.deltas[mid:])]
 
 
 @dataclass
@@ -65,8 +113,21 @@ class IngestStats:
     batches: int = 0
     changes: int = 0
     relists: int = 0
-    """Resync requests sent to agents (a broken snapshot or a digest that differed)."""
+    """Resync requests sent to agents."""
     rejected: Counter[str] = field(default_factory=Counter)
+    """Refused messages and objects, by reason (`over_quota` included)."""
+    write_failures: int = 0
+    """Batches that failed for the database being unavailable (and were retried)."""
+
+
+@dataclass
+class IngestHealth:
+    """What readiness needs to know: is ingest committing, or stuck?"""
+
+    last_commit: float = field(default_factory=time.monotonic)
+    failing_since: float | None = None
+    """Set while writes fail for the database being unavailable."""
+    last_error: str = ""
 
 
 class Ingest:
@@ -81,6 +142,9 @@ class Ingest:
         batch_max_events: int = 5000,
         lease_heartbeats: float = 3.0,
         on_workload_messages: WorkloadMessages | None = None,
+        quota: ClusterQuota | None = None,
+        relists: RelistLimiter | None = None,
+        dead_letters: DeadLetters | None = None,
     ) -> None:
         self._on_workload_messages = on_workload_messages
         self._source = source
@@ -90,61 +154,239 @@ class Ingest:
         self._request_resync = request_resync
         self._batch_max_events = batch_max_events
         self._lease_heartbeats = lease_heartbeats
-        self._queue: deque[_Pending] = deque()
+        self.quota = quota or ClusterQuota()
+        self.relists = relists or RelistLimiter()
+        self.dead_letters = dead_letters or DeadLetters()
+        self._queues: dict[str, deque[_Pending]] = {}
+        self._turns: deque[str] = deque()
+        """Clusters with queued messages, in the order they get their next turn."""
+        self._queued = 0
+        self._writing: list[_Pending] = []
+        """The batch being committed, oldest message first."""
         self._ready = asyncio.Event()
         self._reflectors: dict[str, Reflector] = {}
         self._heartbeat_s: dict[str, float] = {}
         self._instances: dict[str, str] = {}
+        self._announced: dict[str, frozenset[KindKey]] = {}
+        """Per cluster, the kinds its last hello announced (a hub restart loads them)."""
+        self._relist_wanted: dict[str, set[KindKey | None]] = {}
         self.stats = IngestStats()
-        self._last_logged: dict[str, float] = {}
+        self.health = IngestHealth()
+        self._last_logged: dict[tuple[str, str], float] = {}
+
+    # -- state for readiness and metrics -------------------------------------------------
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        """Messages received and not yet committed (waiting, or in the batch being written)."""
+        return self._queued + len(self._writing)
 
-    def reject(self, reason: str, topic: str, detail: str) -> None:
-        """Count a rejected message; log it, at most once a second per reason (a flood of
-        bad messages must not flood the log too)."""
-        self.stats.rejected[reason] += 1
+    def oldest_queued_s(self) -> float:
+        """Age of the oldest message received and not yet committed (0 when none)."""
+        heads = [q[0].enqueued for q in self._queues.values() if q]
+        heads += [self._writing[0].enqueued] if self._writing else []
+        return time.monotonic() - min(heads) if heads else 0.0
+
+    def stuck_for(self) -> float:
+        """How long messages have waited with no commit (0 when ingest keeps up)."""
+        if not self.queued:
+            return 0.0
+        return min(time.monotonic() - self.health.last_commit, self.oldest_queued_s())
+
+    def announce(self, cluster: str, kinds: Iterable[KindKey]) -> None:
+        """Known from before (the clusters table at start): its events are accepted."""
+        self._announced[cluster] = frozenset(kinds)
+
+    # -- refusals ------------------------------------------------------------------------
+
+    def reject(
+        self,
+        reason: str,
+        topic: str,
+        detail: str,
+        *,
+        cluster: str = "",
+        type_: str = "",
+        payload: bytes | str = b"",
+        size: int = 0,
+        object_: str = "",
+        counted: bool = True,
+    ) -> None:
+        """Count a refusal, keep a record of it, and log it (at most once a minute per
+        cluster and reason: a flood of bad messages must not flood the log too)."""
+        if counted:
+            self.stats.rejected[reason] += 1
+        self.dead_letters.add(
+            cluster=cluster,
+            topic=topic,
+            type=type_,
+            reason=reason,
+            detail=detail,
+            size=size or len(payload),
+            payload=payload,
+            object=object_,
+        )
+        self._ready.set()  # the record is written with the next batch, or alone
         now = time.monotonic()
-        if now - self._last_logged.get(reason, -1.0) >= 1.0:
-            self._last_logged[reason] = now
+        if now - self._last_logged.get((cluster, reason), -LOG_EVERY_S) >= LOG_EVERY_S:
+            self._last_logged[(cluster, reason)] = now
+            if len(self._last_logged) > 10_000:
+                self._last_logged.clear()
             log.warning(
-                "rejected message on %s (%s, %d so far): %s",
+                "refused from cluster %r on %s (%s, %d so far): %s",
+                cluster,
                 topic,
                 reason,
                 self.stats.rejected[reason],
                 detail,
             )
 
-    def _check(self, topic: str, payload: bytes) -> tuple[str, AgentMessage] | None:
+    def _refuse_objects(
+        self, cluster: str, topic: str, type_: str, refused: Sequence[RefusedObject]
+    ) -> None:
+        for r in refused:
+            obj = r.item if isinstance(r.item, dict) else {}
+            meta = obj.get("metadata")
+            meta = meta if isinstance(meta, dict) else {}
+            what = f"{obj.get('kind', '?')} {meta.get('namespace') or ''}/{meta.get('name', '?')}"
+            try:
+                payload = orjson.dumps(r.item)
+            except (TypeError, orjson.JSONEncodeError):
+                payload = b"(too deeply nested to show)"
+            self.reject(
+                r.reason,
+                topic,
+                r.detail,
+                cluster=cluster,
+                type_=type_,
+                payload=payload,
+                size=len(payload),
+                object_=what[:600],
+            )
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def _check(self, cluster: str, topic: str, payload: bytes) -> AgentMessage | None:
+        try:
+            envelope = cloudevents.decode(payload)
+        except cloudevents.MalformedMessage as exc:
+            self.reject(exc.reason, topic, str(exc), cluster=cluster, payload=payload)
+            return None
+        if envelope.cluster != cluster:
+            detail = f"message names cluster {envelope.cluster!r}, topic {cluster!r}"
+            self.reject("cluster_mismatch", topic, detail, cluster=cluster, payload=payload)
+            return None
+        try:
+            message = parse_agent_message(envelope)
+        except cloudevents.MalformedMessage as exc:
+            self.reject(
+                exc.reason, topic, str(exc), cluster=cluster, type_=envelope.type, payload=payload
+            )
+            return None
+        return self._admit_kinds(cluster, topic, envelope.type, payload, message)
+
+    def _admit_kinds(
+        self, cluster: str, topic: str, type_: str, payload: bytes, message: AgentMessage
+    ) -> AgentMessage | None:
+        """Inventory from a cluster must follow its hello, and be of a kind it announced."""
+        if isinstance(message, Hello):
+            self._announced[cluster] = frozenset(message.kinds)
+            return message
+        if not isinstance(message, WatchEvents | SnapshotChunk | Digest):
+            return message
+        kinds = self._announced.get(cluster)
+        if kinds is None:
+            self.reject(
+                "no_hello",
+                topic,
+                "inventory before any hello; asked the agent for hello and a relist",
+                cluster=cluster,
+                type_=type_,
+                payload=payload,
+            )
+            self._relist_wanted.setdefault(cluster, set()).add(EVERYTHING)
+            return None
+        match message:
+            case SnapshotChunk() if message.kind not in kinds:
+                detail = f"a snapshot of {message.kind}, which the cluster's hello did not announce"
+                self.reject(
+                    "unannounced_kind", topic, detail, cluster=cluster, type_=type_, payload=payload
+                )
+                return None
+            case SnapshotChunk():
+                self._refuse_objects(cluster, topic, type_, message.refused)
+            case WatchEvents():
+                kept = [e for e in message.events if e.ref.kind_key in kinds]
+                refused = [*message.refused]
+                refused += [
+                    RefusedObject(
+                        "unannounced_kind", f"{e.ref.kind_key} was not announced", e.object
+                    )
+                    for e in message.events
+                    if e.ref.kind_key not in kinds
+                ]
+                self._refuse_objects(cluster, topic, type_, refused)
+                for r in message.refused:  # a relist replaces a stale version the hub holds
+                    kind = _kind_of(r.item)
+                    if kind is not None and kind in kinds:
+                        self._relist_wanted.setdefault(cluster, set()).add(kind)
+                if len(kept) != len(message.events):
+                    return WatchEvents(kept)
+            case Digest():
+                unknown = message.digests.keys() - kinds
+                if unknown:
+                    return Digest({k: d for k, d in message.digests.items() if k in kinds})
+        return message
+
+    async def handle(self, topic: str, payload: bytes) -> None:
         try:
             cluster = topics.cluster_of(topic, self._source)
         except ValueError as exc:
-            self.reject("topic", topic, str(exc))
-            return None
-        try:
-            envelope = cloudevents.decode(payload)
-            if envelope.cluster != cluster:
-                self.reject(
-                    "cluster_mismatch",
-                    topic,
-                    f"message names cluster {envelope.cluster!r}, topic {cluster!r}",
-                )
-                return None
-            return cluster, parse_agent_message(envelope)
-        except cloudevents.MalformedMessage as exc:
-            self.reject(exc.reason, topic, str(exc))
-            return None
-
-    async def handle(self, topic: str, payload: bytes) -> None:
-        checked = self._check(topic, payload)
-        if checked is None:
+            parts = topic.split("/")
+            claimed = parts[3] if len(parts) > 3 else ""
+            self.reject("topic", topic, str(exc), cluster=claimed, payload=payload)
+            return
+        if not self.quota.admit(cluster, len(payload)):
+            self.stats.rejected["over_quota"] += 1
+            return
+        message = self._check(cluster, topic, payload)
+        if message is None:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(*checked, done))  # no await before this: arrival order
+        pending = _Pending(
+            cluster, topic, message_type(message), message, len(payload), time.monotonic(), done
+        )
+        queue = self._queues.get(cluster)  # no await before the append: arrival order
+        if queue is None:
+            queue = self._queues[cluster] = deque()
+        if not queue:
+            self._turns.append(cluster)
+        queue.append(pending)
+        self._queued += 1
         self._ready.set()
         await done
+
+    def _take_batch(self) -> list[_Pending]:
+        """Round-robin: one message from each waiting cluster in turn, until the batch has
+        `batch_max_events` events (and at least one message)."""
+        batch: list[_Pending] = []
+        events = 0
+        while self._turns and events < self._batch_max_events:
+            cluster = self._turns.popleft()
+            queue = self._queues[cluster]
+            item = queue.popleft()
+            batch.append(item)
+            events += item.events
+            if queue:
+                self._turns.append(cluster)
+            else:
+                del self._queues[cluster]
+        self._queued -= len(batch)
+        if not self._turns:
+            self._ready.clear()  # refusals set it again; the loop also wakes every second
+        return batch
+
+    # -- applying ------------------------------------------------------------------------
 
     def _reflect(self, pending: _Pending) -> Reflection:
         cluster, message = pending.cluster, pending.message
@@ -192,36 +434,21 @@ class Ingest:
                 return Reflection()  # handed to the workload dispatcher after the commit
         raise AssertionError(message)  # pragma: no cover
 
-    def _take_batch(self) -> list[_Pending]:
-        batch: list[_Pending] = []
-        events = 0
-        while self._queue and events < self._batch_max_events:
-            item = self._queue.popleft()
-            batch.append(item)
-            msg = item.message
-            events += (
-                len(msg.events)
-                if isinstance(msg, WatchEvents)
-                else (len(msg.items) if isinstance(msg, SnapshotChunk) else 1)
-            )
-        if not self._queue:
-            self._ready.clear()
-        return batch
-
     async def run(self) -> None:
         """Apply batches until cancelled; a failing database is retried, never skipped."""
         while True:
-            await self._ready.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), 1.0)
             batch = self._take_batch()
-            deltas: list[Delta] = []
-            relist: dict[str, set[KindKey]] = {}
+            relist: dict[str, set[KindKey | None]] = {}
             for pending in batch:
                 reflection = self._reflect(pending)
-                deltas.extend(reflection.deltas)
+                pending.deltas = reflection.deltas
                 if reflection.relist:
                     relist.setdefault(pending.cluster, set()).update(reflection.relist)
             started = time.monotonic()
-            applied = await self._apply_with_retry(deltas)
+            self._writing = sorted(batch, key=lambda p: p.enqueued)
+            applied = await self._commit(batch, relist) if batch else Applied()
             took = time.monotonic() - started
             if took > SLOW_BATCH_S:
                 log.warning(
@@ -230,23 +457,144 @@ class Ingest:
                     len(applied.changes),
                     took * 1000,
                     ", ".join(
-                        f"{n} {k}" for k, n in Counter(type(d).__name__ for d in deltas).items()
+                        f"{n} {k}"
+                        for k, n in Counter(
+                            type(d).__name__ for p in batch for d in p.deltas
+                        ).items()
                     ),
                 )
             await self._hand_over_workload_messages(batch)
+            self._writing = []
+            await self._write_dead_letters()
             for pending in batch:
                 if not pending.done.done():
                     pending.done.set_result(None)
             self.stats.messages += len(batch)
-            self.stats.batches += 1
+            self.stats.batches += bool(batch)
             self.stats.changes += len(applied.changes)
             self._feed.publish([*applied.changes, *applied.clusters])
-            for cluster, kinds in applied.resync.items():
-                if kinds:
-                    relist.setdefault(cluster, set()).update(kinds)
-                else:
-                    relist[cluster] = set()  # everything, hello included
+            for cluster, kinds in self._relist_wanted.items():
+                relist.setdefault(cluster, set()).update(kinds)
+            self._relist_wanted = {}
+            self._quota_changes(relist)
             await self._after_commit(batch, relist)
+
+    async def _commit(
+        self, batch: list[_Pending], relist: dict[str, set[KindKey | None]]
+    ) -> Applied:
+        """Commit the batch, isolating what cannot be stored down to single objects; kinds
+        whose digest differed are added to `relist`."""
+        total = Applied()
+
+        async def write(group: list[_Part]) -> None:
+            applied = await self._writer.apply([d for part in group for d in part.deltas])
+            total.changes.extend(applied.changes)
+            total.clusters.extend(applied.clusters)
+            total.skipped += applied.skipped
+            for cluster, kinds in applied.resync.items():
+                relist.setdefault(cluster, set()).update(kinds or {EVERYTHING})
+
+        parts = [_Part(p, p.deltas) for p in batch]
+        await self._isolating(
+            parts, write, lambda part, exc: self._unstorable(part, exc, parts), _Part.halves
+        )
+        return total
+
+    async def _isolating(
+        self,
+        items: list[U],
+        write: Callable[[list[U]], Awaitable[None]],
+        refuse: Callable[[U, Exception], None],
+        split: Callable[[U], list[U] | None] = lambda _: None,
+    ) -> None:
+        """Write `items` in order: whole if possible; on a data error, in halves (and a
+        single item split further by `split`) until the items that cannot be stored are
+        found and refused; on any other error, retry the same group with backoff until the
+        database is back. Halves keep their order, so per-cluster order holds."""
+        groups: deque[list[U]] = deque([items])
+        delay = 0.1
+        while groups:
+            group = groups[0]
+            try:
+                await write(group)
+            except Exception as exc:
+                if not is_data_error(exc):
+                    await self._wait_for_database(exc, delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                groups.popleft()
+                pieces = [group[: len(group) // 2], group[len(group) // 2 :]]
+                if len(group) == 1:
+                    smaller = split(group[0])
+                    pieces = [[piece] for piece in smaller] if smaller else []
+                if pieces:
+                    groups.extendleft(reversed(pieces))
+                else:
+                    refuse(group[0], exc)
+                continue
+            groups.popleft()
+            self._committed()
+
+    async def _wait_for_database(self, exc: Exception, delay: float) -> None:
+        self.stats.write_failures += 1
+        health = self.health
+        if health.failing_since is None:
+            health.failing_since = time.monotonic()
+            log.exception("writing a batch failed; retrying (not acknowledged meanwhile)")
+        else:
+            log.warning("writing a batch failed again (%s); retrying in %.1fs", exc, delay)
+        health.last_error = str(exc).split("\n", 1)[0][:300]
+        await asyncio.sleep(delay)
+
+    def _committed(self) -> None:
+        if self.health.failing_since is not None:
+            log.warning(
+                "writes work again after %.1fs", time.monotonic() - self.health.failing_since
+            )
+        self.health.failing_since = None
+        self.health.last_error = ""
+        self.health.last_commit = time.monotonic()
+
+    def _unstorable(self, part: _Part, exc: Exception, parts: list[_Part]) -> None:
+        """`part` cannot be stored: one object (refuse it, as if the agent had never sent
+        it), or a message's other work (refuse the message, and give up any snapshot it
+        was part of: a snapshot missing a chunk must not sweep)."""
+        pending = part.pending
+        cause = getattr(exc, "orig", None) or exc
+        detail = f"cannot be stored: {type(cause).__name__}: {cause}".split("\n", 1)[0]
+        refuse = functools.partial(
+            self.reject,
+            "unstorable",
+            pending.topic,
+            detail,
+            cluster=pending.cluster,
+            type_=pending.type,
+            size=pending.size,
+        )
+        reflector = self._reflectors[pending.cluster]
+        (delta,) = part.deltas if len(part.deltas) == 1 else (None,)
+        if isinstance(delta, Upsert):
+            ref = delta.event.ref
+            refuse(payload=delta.event.json, object_=f"{ref.kind} {ref.namespace}/{ref.name}")
+            kind, name = ref.kind_key, (ref.namespace, ref.name)
+            if isinstance(pending.message, SnapshotChunk):  # its sweep removes what is stored
+                reflector.unsee(kind, name)
+                for other in parts:
+                    if other.pending.cluster == pending.cluster:
+                        other.deltas = [_unsee(d, kind, name) for d in other.deltas]
+            else:  # a relist replaces the version stored before this event
+                self._relist_wanted.setdefault(pending.cluster, set()).add(kind)
+            return
+        kinds = {d.event.ref.kind_key for d in part.deltas if isinstance(d, Upsert)}
+        refuse(payload=b"[" + b",".join(_objects_json(pending.message))[:8192] + b"]")
+        if kinds:
+            reflector.abandon(kinds)
+            for other in parts:
+                if other.pending.cluster == pending.cluster:
+                    other.deltas = [
+                        d for d in other.deltas if not (isinstance(d, Sweep) and d.kind in kinds)
+                    ]
+            self._relist_wanted.setdefault(pending.cluster, set()).update(kinds)
 
     async def _hand_over_workload_messages(self, batch: list[_Pending]) -> None:
         handler = self._on_workload_messages
@@ -255,23 +603,62 @@ class Ingest:
             for p in batch
             if isinstance(p.message, WorkloadStatus | WorkloadResync)
         ]
-        if messages and handler is not None:
-            await self._retry(lambda: handler(messages))
+        if not messages or handler is None:
+            return
 
-    async def _apply_with_retry(self, deltas: list[Delta]) -> Applied:
-        return await self._retry(lambda: self._writer.apply(deltas))
+        def refuse(item: tuple[str, AgentMessage], exc: Exception) -> None:
+            cluster, message = item
+            detail = f"cannot be stored: {type(exc).__name__}: {exc}".split("\n", 1)[0]
+            topic = topics.agent_events(self._source, cluster)
+            self.reject("unstorable", topic, detail, cluster=cluster, type_=message_type(message))
 
-    async def _retry(self, write: Callable[[], Awaitable[T]]) -> T:
-        delay = 0.1
-        while True:
-            try:
-                return await write()
-            except Exception:
-                log.exception("writing a batch failed; retrying in %.1fs", delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await self._isolating(messages, handler, refuse)
 
-    async def _after_commit(self, batch: list[_Pending], relist: dict[str, set[KindKey]]) -> None:
+    async def _write_dead_letters(self) -> None:
+        records = self.dead_letters.take()
+        if not records:
+            return
+        try:
+            await self._writer.apply([], records)
+        except Exception as exc:
+            if is_data_error(exc):
+                log.error(
+                    "dropped %d dead-letter records that cannot be stored: %s", len(records), exc
+                )
+            else:
+                self.dead_letters.put_back(records)
+
+    def _quota_changes(self, relist: dict[str, set[KindKey | None]]) -> None:
+        """Record clusters going over quota; ask the calm ones to relist what they lost."""
+        entered, self.quota.entered = self.quota.entered, []
+        settings = self.quota.settings
+        for over in entered:
+            self.reject(
+                "over_quota",
+                topics.agent_events(self._source, over.cluster),
+                f"over its quota ({settings.messages_per_s:g} messages/s, "
+                f"{settings.bytes_per_s:g} bytes/s): dropping its messages until it is calm "
+                f"for {settings.calm_s:g}s",
+                cluster=over.cluster,
+                counted=False,  # each dropped message is counted as it is dropped
+            )
+        for calm in self.quota.calmed():
+            self._calmed(calm)
+            relist.setdefault(calm.cluster, set()).add(EVERYTHING)
+
+    def _calmed(self, calm: OverQuota) -> None:
+        log.warning(
+            "cluster %s is within its quota again: %d messages (%d bytes) were dropped over "
+            "%.1fs; asking it to relist everything",
+            calm.cluster,
+            calm.dropped,
+            calm.dropped_bytes,
+            time.monotonic() - calm.since,
+        )
+
+    async def _after_commit(
+        self, batch: list[_Pending], relist: dict[str, set[KindKey | None]]
+    ) -> None:
         alive = {p.cluster for p in batch if isinstance(p.message, Heartbeat | Hello)}
         gone = {p.cluster for p in batch if isinstance(p.message, Offline)} - alive
         try:
@@ -282,6 +669,39 @@ class Ingest:
                 await self._registry.release(gone)
         except Exception as exc:  # the registry is advisory; ingest goes on without it
             log.warning("cluster registry unavailable: %s", exc)
-        for cluster, kinds in relist.items():
+        for cluster, wanted in relist.items():
+            if EVERYTHING in wanted:
+                kinds: tuple[KindKey, ...] = ()
+                if not self.relists.allow(cluster, EVERYTHING):
+                    continue
+            else:
+                kinds = tuple(
+                    sorted(
+                        (k for k in wanted if k is not None and self.relists.allow(cluster, k)),
+                        key=str,
+                    )
+                )
+                if not kinds:
+                    continue
             self.stats.relists += 1
-            await self._request_resync(cluster, tuple(sorted(kinds, key=str)))
+            await self._request_resync(cluster, kinds)
+
+
+def _unsee(delta: Delta, kind: KindKey, name: tuple[str, str]) -> Delta:
+    if isinstance(delta, Sweep) and delta.kind == kind and name in delta.seen:
+        return dataclasses.replace(delta, seen=delta.seen - {name})
+    return delta
+
+
+def _objects_json(message: AgentMessage) -> list[bytes]:
+    if isinstance(message, WatchEvents):
+        return [e.json for e in message.events]
+    return [e.json for e in message.items] if isinstance(message, SnapshotChunk) else []
+
+
+def _kind_of(item: object) -> KindKey | None:
+    if isinstance(item, dict):
+        api_version, kind = item.get("apiVersion"), item.get("kind")
+        if isinstance(api_version, str) and isinstance(kind, str) and api_version and kind:
+            return KindKey(api_version, kind)
+    return None

@@ -1,4 +1,5 @@
-"""Periodic upkeep: trim the change log, forget old tombstones, notice silent clusters.
+"""Periodic upkeep: trim the change log and the dead letters, forget old tombstones, notice
+silent clusters.
 
 Every write takes the hub's write lock (the writer's), so upkeep and ingest never collide
 inside SQLite, whose busy handler would sleep up to 100 ms on each collision.
@@ -15,6 +16,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.store.records import ClusterStatus
+from app.store.rejections import trim_rejections
 from app.store.tables import changes, clusters, resources
 
 DELETE_CHUNK = 2_000
@@ -87,10 +89,12 @@ async def run_once(
     retain_changes: int,
     tombstone_ttl_s: float,
     offline_after_heartbeats: float,
+    retain_rejections: int = 10_000,
     lock: asyncio.Lock | None = None,
     clock: Callable[[], float] = time.time,
 ) -> list[ClusterStatus]:
     now = clock()
     await trim_changes(engine, retain_changes, lock)
+    await trim_rejections(engine, retain_rejections, lock)
     await drop_tombstones(engine, now - tombstone_ttl_s, lock)
     return await mark_silent_offline(engine, offline_after_heartbeats, now, lock)

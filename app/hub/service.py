@@ -8,7 +8,9 @@ every connection. Its parts are public attributes for the web layer.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from contextlib import AsyncExitStack
 from types import TracebackType
 
@@ -19,13 +21,16 @@ from app.config import HubSettings
 from app.hub import maintenance
 from app.hub.feed import ChangeFeed
 from app.hub.ingest import Ingest
+from app.hub.quota import ClusterQuota, OverQuota, QuotaSettings
 from app.hub.registry import ClusterRegistry, InMemoryRegistry, RedisRegistry
 from app.informer.objects import KindKey
 from app.placement.dispatcher import Dispatcher
+from app.store import queries
 from app.store.db import checkpoint, create_engine
 from app.store.migrate import upgrade_async
 from app.store.writer import InventoryWriter
 from app.transport import cloudevents, topics
+from app.transport.cloudevents import MAX_MESSAGE_BYTES
 from app.transport.messages import MessageType, resync_request_data
 from app.transport.mqtt import LinkOptions, MqttLink
 
@@ -59,6 +64,15 @@ class HubService:
             else InMemoryRegistry(settings.replica_id)
         )
         self.writer = InventoryWriter(self.write_engine)
+        quota = ClusterQuota(
+            QuotaSettings(
+                messages_per_s=settings.quota_messages_per_s,
+                message_burst=settings.quota_message_burst,
+                bytes_per_s=settings.quota_bytes_per_s,
+                byte_burst=max(settings.quota_byte_burst, MAX_MESSAGE_BYTES),
+                calm_s=settings.quota_calm_s,
+            )
+        )
         self.dispatcher = Dispatcher(
             engine=self.engine,
             lock=self.writer.lock,
@@ -74,6 +88,7 @@ class HubService:
             batch_max_events=settings.batch_max_events,
             lease_heartbeats=settings.offline_after_heartbeats,
             on_workload_messages=self.dispatcher.on_agent_messages,
+            quota=quota,
         )
         self.link = MqttLink(
             LinkOptions(
@@ -90,6 +105,8 @@ class HubService:
     async def __aenter__(self) -> HubService:
         if self._migrate:
             await upgrade_async(self.settings.database_url)
+        for cluster, kinds in (await queries.announced_kinds(self.engine)).items():
+            self.ingest.announce(cluster, kinds)
         await self._stack.__aenter__()
         self._stack.push_async_callback(self.engine.dispose)
         self._stack.push_async_callback(self.write_engine.dispose)
@@ -146,6 +163,7 @@ class HubService:
                     retain_changes=s.retain_changes,
                     tombstone_ttl_s=s.tombstone_ttl_s,
                     offline_after_heartbeats=s.offline_after_heartbeats,
+                    retain_rejections=s.retain_rejections,
                     lock=self.writer.lock,
                 )
                 if offline:
@@ -160,6 +178,21 @@ class HubService:
                 await checkpoint(self.engine)
             except Exception as exc:
                 log.warning("WAL checkpoint failed (%s); trying again next period", exc)
+
+    def over_quota(self) -> dict[str, OverQuota]:
+        """Clusters over their ingest quota now, `since` as wall-clock time."""
+        offset = time.time() - time.monotonic()
+        return {
+            o.cluster: dataclasses.replace(o, since=o.since + offset)
+            for o in self.ingest.quota.over()
+        }
+
+    def ingest_ok(self) -> bool:
+        """Ingest is committing: writes do not fail, and nothing waits past `stuck_after_s`."""
+        health = self.ingest.health
+        return (
+            health.failing_since is None and self.ingest.stuck_for() < self.settings.stuck_after_s
+        )
 
     async def database_ok(self) -> bool:
         try:

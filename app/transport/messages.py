@@ -16,16 +16,22 @@ MalformedMessage with the reason; nothing is applied from a message that fails.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from app.informer.digest import KindDigest
 from app.informer.objects import EventType, InvalidObject, KindKey, KubeObject, WatchEvent
 from app.transport.cloudevents import CloudEvent, MalformedMessage
+from app.transport.topics import check_name
+
+EVENT_TYPES = frozenset(t.value for t in EventType)
 
 PROTOCOL_VERSION = 1
 _PREFIX = "io.transport-informer.v1"
+HEARTBEAT_RANGE_S = (0.1, 3600.0)
+"""`heartbeatSeconds` a hello may announce: the hub's offline detection and registry leases
+are multiples of it, so 0 would flap and 1e308 would keep a silent cluster online forever."""
 
 
 class MessageType(StrEnum):
@@ -65,8 +71,21 @@ class Offline:
 
 
 @dataclass(frozen=True, slots=True)
+class RefusedObject:
+    """One event or snapshot item left out of a message whose other objects are applied.
+
+    `reason` is one of `bad_object`, `bad_event_type`, `wrong_kind` (protocol section 7);
+    `item` is what was received, for the dead-letter record."""
+
+    reason: str
+    detail: str
+    item: object
+
+
+@dataclass(frozen=True, slots=True)
 class WatchEvents:
     events: list[WatchEvent]
+    refused: list[RefusedObject] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +102,7 @@ class SnapshotChunk:
     last: bool
     resource_version: int
     items: list[WatchEvent]
+    refused: list[RefusedObject] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +175,25 @@ AgentMessage = (
     | WorkloadResync
 )
 HubMessage = ResyncRequest | WorkloadApply | WorkloadRemove | WorkloadStatusResync
+
+_TYPES: dict[type, MessageType] = {
+    Hello: MessageType.HELLO,
+    Heartbeat: MessageType.HEARTBEAT,
+    Offline: MessageType.OFFLINE,
+    WatchEvents: MessageType.WATCH_EVENTS,
+    SnapshotChunk: MessageType.SNAPSHOT,
+    Digest: MessageType.DIGEST,
+    WorkloadStatus: MessageType.WORKLOAD_STATUS,
+    WorkloadResync: MessageType.WORKLOAD_RESYNC,
+    ResyncRequest: MessageType.RESYNC_REQUEST,
+    WorkloadApply: MessageType.WORKLOAD_APPLY,
+    WorkloadRemove: MessageType.WORKLOAD_REMOVE,
+    WorkloadStatusResync: MessageType.WORKLOAD_STATUS_RESYNC,
+}
+
+
+def message_type(message: AgentMessage | HubMessage) -> MessageType:
+    return _TYPES[type(message)]
 
 
 # -- encoding -------------------------------------------------------------------------
@@ -252,13 +291,22 @@ def _field(data: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> An
     return value
 
 
+def _text(value: object, what: str) -> str:
+    """A protocol string (not object data): stored in text columns, so no U+0000."""
+    if not isinstance(value, str):
+        raise MalformedMessage(f"{what} must be a string")
+    if "\x00" in value:
+        raise MalformedMessage(f"{what} contains U+0000")
+    return value
+
+
 def _kind(doc: object) -> KindKey:
     if not isinstance(doc, dict):
         raise MalformedMessage("a kind must be an object with apiVersion and kind")
     api_version, kind = doc.get("apiVersion"), doc.get("kind")
     if not isinstance(api_version, str) or not isinstance(kind, str) or not api_version or not kind:
         raise MalformedMessage("a kind must have string apiVersion and kind")
-    return KindKey(api_version, kind)
+    return KindKey(_text(api_version, "apiVersion"), _text(kind, "kind"))
 
 
 def _labels(doc: object) -> dict[str, str]:
@@ -266,51 +314,87 @@ def _labels(doc: object) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) for k, v in doc.items()
     ):
         raise MalformedMessage("labels must map strings to strings")
+    for key, value in doc.items():
+        _text(key, "a label key")
+        _text(value, "a label value")
     return doc
 
 
-def _event(type_: object, obj: object) -> WatchEvent:
-    try:
-        return WatchEvent.of(EventType(type_), obj)  # type: ignore[arg-type]
-    except InvalidObject as exc:
-        raise MalformedMessage(f"bad object: {exc}", "bad_object") from None
-    except ValueError:
-        raise MalformedMessage(f"bad event type {type_!r}") from None
+def _heartbeat(data: dict[str, Any]) -> float:
+    value = float(_field(data, "heartbeatSeconds", (int, float)))
+    low, high = HEARTBEAT_RANGE_S
+    if not low <= value <= high:
+        raise MalformedMessage(
+            f"heartbeatSeconds must be between {low:g} and {high:g}, got {value!r}"
+        )
+    return value
+
+
+def _events(raw: list[Any]) -> tuple[list[WatchEvent], list[RefusedObject]]:
+    events: list[WatchEvent] = []
+    refused: list[RefusedObject] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            refused.append(RefusedObject("bad_object", "an event must be an object", item))
+            continue
+        type_, obj = item.get("type"), item.get("object")
+        if type_ not in EVENT_TYPES:
+            refused.append(RefusedObject("bad_event_type", f"bad event type {type_!r}", item))
+            continue
+        try:
+            events.append(WatchEvent.of(type_, obj, encode=True))  # type: ignore[arg-type]
+        except InvalidObject as exc:
+            refused.append(RefusedObject("bad_object", str(exc), obj))
+    return events, refused
+
+
+def _items(raw: list[Any], kind: KindKey) -> tuple[list[WatchEvent], list[RefusedObject]]:
+    items: list[WatchEvent] = []
+    refused: list[RefusedObject] = []
+    for obj in raw:
+        try:
+            item = WatchEvent.of(EventType.ADDED, obj, encode=True)
+        except InvalidObject as exc:
+            refused.append(RefusedObject("bad_object", str(exc), obj))
+            continue
+        if item.ref.kind != kind.kind or item.ref.api_version != kind.api_version:
+            detail = f"snapshot of {kind} holds a {item.ref.api_version}/{item.ref.kind}"
+            refused.append(RefusedObject("wrong_kind", detail, obj))
+            continue
+        items.append(item)
+    return items, refused
 
 
 def _rv(value: object) -> int:
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    raise MalformedMessage("resourceVersion must be an integer string")
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 20:
+        rv = int(value)
+        if rv < 2**63:
+            return rv
+    raise MalformedMessage("resourceVersion must be an integer string below 2^63")
 
 
 def parse_agent_message(event: CloudEvent) -> AgentMessage:
     data = event.data
     match event.type:
         case MessageType.WATCH_EVENTS:
-            raw = _field(data, "events", list)
-            events = []
-            for item in raw:
-                if not isinstance(item, dict):
-                    raise MalformedMessage("an event must be an object")
-                events.append(_event(item.get("type"), item.get("object")))
-            return WatchEvents(events)
+            return WatchEvents(*_events(_field(data, "events", list)))
         case MessageType.SNAPSHOT:
             kind = _kind(data)
-            items = [_event(EventType.ADDED, o) for o in _field(data, "items", list)]
-            for item in items:
-                if item.ref.kind != kind.kind or item.ref.api_version != kind.api_version:
-                    raise MalformedMessage(f"snapshot of {kind} holds a {item.ref.kind}")
             chunk = _field(data, "chunk", int)
             if chunk < 0:
                 raise MalformedMessage("chunk must be >= 0")
+            snapshot_id = _field(data, "snapshotId", str)
+            last = _field(data, "last", bool)
+            resource_version = _rv(data.get("resourceVersion"))
+            items, refused = _items(_field(data, "items", list), kind)
             return SnapshotChunk(
-                snapshot_id=_field(data, "snapshotId", str),
+                snapshot_id=snapshot_id,
                 kind=kind,
                 chunk=chunk,
-                last=_field(data, "last", bool),
-                resource_version=_rv(data.get("resourceVersion")),
+                last=last,
+                resource_version=resource_version,
                 items=items,
+                refused=refused,
             )
         case MessageType.HEARTBEAT:
             return Heartbeat()
@@ -325,9 +409,9 @@ def parse_agent_message(event: CloudEvent) -> AgentMessage:
             return Hello(
                 labels=_labels(data.get("labels", {})),
                 kinds=tuple(_kind(k) for k in _field(data, "kinds", list)),
-                heartbeat_s=float(_field(data, "heartbeatSeconds", (int, float))),
-                agent_version=str(data.get("agentVersion", "")),
-                instance=str(data.get("instance", "")),
+                heartbeat_s=_heartbeat(data),
+                agent_version=_text(data.get("agentVersion", ""), "agentVersion")[:100],
+                instance=_text(data.get("instance", ""), "instance")[:100],
             )
         case MessageType.OFFLINE:
             return Offline(str(data.get("reason", "")))
@@ -342,26 +426,45 @@ def parse_agent_message(event: CloudEvent) -> AgentMessage:
             return Digest(digests)
         case MessageType.WORKLOAD_STATUS:
             return WorkloadStatus(
-                workload=_field(data, "workload", str),
+                workload=_workload_name(data),
                 version=_version(data),
                 removed=bool(data.get("removed", False)),
-                conditions=[c for c in _field(data, "conditions", list) if isinstance(c, dict)],
+                conditions=[c for c in _field(data, "conditions", list) if isinstance(c, dict)][
+                    :20
+                ],
                 feedback=_object(data.get("feedback")),
-                error=str(data.get("error") or ""),
-                status_hash=str(data.get("statusHash") or ""),
+                error=_human(data.get("error")),
+                status_hash=_human(data.get("statusHash"))[:64],
             )
         case MessageType.WORKLOAD_RESYNC:
             held: dict[str, int] = {}
             for item in _field(data, "workloads", list):
                 if not isinstance(item, dict):
                     raise MalformedMessage("a held workload must be an object")
-                held[_field(item, "workload", str)] = _version(item)
+                held[_workload_name(item)] = _version(item)
             return WorkloadResync(held)
     raise MalformedMessage(f"unknown message type {event.type!r}", "unknown_type")
 
 
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _object(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _human(value: object, limit: int = 4096) -> str:
+    """A message for people (an error): kept, bounded, U+0000 shown as U+FFFD."""
+    return str(value or "")[:limit].replace("\x00", "\ufffd")
+
+
+def _workload_name(data: dict[str, Any]) -> str:
+    name = _field(data, "workload", str)
+    try:
+        return check_name(name, "workload")
+    except ValueError as exc:
+        raise MalformedMessage(str(exc)) from None
 
 
 def _version(data: dict[str, Any]) -> int:
@@ -386,7 +489,7 @@ def parse_hub_message(event: CloudEvent) -> HubMessage:
                 manifests=manifests,
                 update_strategy=str(data.get("updateStrategy") or "ServerSideApply"),
                 delete_option=str(data.get("deleteOption") or "Foreground"),
-                feedback_rules=[r for r in data.get("feedbackRules") or [] if isinstance(r, dict)],
+                feedback_rules=[r for r in _list(data.get("feedbackRules")) if isinstance(r, dict)],
             )
         case MessageType.WORKLOAD_STATUS_RESYNC:
             hashes: dict[str, str] = {}

@@ -103,6 +103,8 @@ async def _agent_main(settings: AgentSettings) -> None:
             max_pending=settings.max_pending,
             chunk_bytes=settings.chunk_bytes,
             max_inflight=settings.max_inflight,
+            send_messages_per_s=settings.send_messages_per_s,
+            send_bytes_per_s=settings.send_bytes_per_s,
         )
         async with agent:
             logging.getLogger(__name__).info(

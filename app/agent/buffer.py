@@ -4,6 +4,10 @@
 latest event, so the buffer is bounded by the number of objects in the cluster (and by
 `limit`; past it the buffer is dropped and everything relisted on reconnect).
 
+`SendPace` keeps the agent under the hub's per-cluster quota: the hub drops what a cluster
+sends beyond it, so pacing here turns a burst into waiting (while changes keep conflating
+into bigger, fewer messages) instead of into lost messages and a relist.
+
 `PublishedIndex` is (namespace, name) -> (uid, resourceVersion) per kind for everything
 handed to the transport, updated exactly as the hub updates its store. Its digests are what
 the hub's store must match; a difference means a message was lost and that kind is relisted.
@@ -11,6 +15,8 @@ the hub's store must match; a difference means a message was lost and that kind 
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 
@@ -97,3 +103,37 @@ class PublishedIndex:
 
     def digests(self, kinds: tuple[KindKey, ...]) -> dict[KindKey, KindDigest]:
         return {k: kind_digest(self._kinds.get(k, {}).values()) for k in kinds}
+
+
+class SendPace:
+    """Token buckets (one second of burst) on messages and bytes sent."""
+
+    def __init__(self, messages_per_s: float, bytes_per_s: float) -> None:
+        self.messages_per_s = messages_per_s
+        self.bytes_per_s = bytes_per_s
+        self._messages = messages_per_s
+        self._bytes = bytes_per_s
+        self._at = time.monotonic()
+        self.waited_s = 0.0
+
+    async def wait(self, size: int) -> None:
+        """Return once a message of `size` bytes may go (a message larger than a second's
+        bytes waits for a full bucket, then goes)."""
+        while True:
+            now = time.monotonic()
+            elapsed, self._at = now - self._at, now
+            self._messages = min(
+                self.messages_per_s, self._messages + elapsed * self.messages_per_s
+            )
+            self._bytes = min(self.bytes_per_s, self._bytes + elapsed * self.bytes_per_s)
+            need = min(float(size), self.bytes_per_s)
+            if self._messages >= 1.0 and self._bytes >= need:
+                self._messages -= 1.0
+                self._bytes -= size
+                return
+            delay = max(
+                (1.0 - self._messages) / self.messages_per_s,
+                (need - self._bytes) / self.bytes_per_s,
+            )
+            self.waited_s += delay
+            await asyncio.sleep(delay)

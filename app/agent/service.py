@@ -24,10 +24,17 @@ from types import TracebackType
 import orjson
 
 from app import __version__
-from app.agent.buffer import PendingChanges, PublishedIndex
+from app.agent.buffer import PendingChanges, PublishedIndex, SendPace
 from app.agent.sources.base import ClusterSource, Listing, WorkloadTarget
 from app.agent.workloads import WorkloadRunner
-from app.informer.objects import KindKey, ObjectRef, WatchEvent
+from app.informer.objects import (
+    InvalidObject,
+    KindKey,
+    KubeObject,
+    ObjectRef,
+    WatchEvent,
+    object_json,
+)
 from app.transport import cloudevents, topics
 from app.transport.cloudevents import (
     ENVELOPE_OVERHEAD,
@@ -73,6 +80,8 @@ class Agent:
         max_pending: int = 200_000,
         chunk_bytes: int = 128 * 1024,
         max_inflight: int = 16,
+        send_messages_per_s: float = 500.0,
+        send_bytes_per_s: float = 3 * 1024 * 1024,
     ) -> None:
         self.cluster = topics.check_name(cluster)
         self.source = source
@@ -82,6 +91,7 @@ class Agent:
         self.resync_s = resync_s
         self.chunk_bytes = chunk_bytes
         self.pending = PendingChanges(max_pending)
+        self.pace = SendPace(send_messages_per_s, send_bytes_per_s)
         self.published = PublishedIndex()
         self._control: deque[tuple[KindKey | None, Outgoing]] = deque()
         self._wake = asyncio.Event()
@@ -113,6 +123,8 @@ class Agent:
         """Workload delivery, for sources that can apply objects."""
         self.sent_messages = 0
         self.oversized = 0
+        self.unsendable = 0
+        """Objects never sent because the hub would refuse them (nested too deep)."""
         self.instance = uuid.uuid4().hex
 
     # -- SourceSink ----------------------------------------------------------------------
@@ -146,11 +158,18 @@ class Agent:
         settled = tuple(k for k in self.source.kinds if k not in unsettled)
         return self._message(MessageType.DIGEST, digest_data(self.published.digests(settled)))
 
-    def _fits(self, blob: bytes, ref: ObjectRef) -> bool:
-        """An object too large for one message is never sent (the hub would reject it) and
-        so never recorded as published: both sides' digests leave it out."""
+    def _encode(self, obj: KubeObject, ref: ObjectRef) -> bytes | None:
+        """The object as JSON, or None if the hub would refuse it (too large for one
+        message, or nested deeper than `MAX_OBJECT_DEPTH`): it is never sent and so never
+        recorded as published, and both sides' digests leave it out."""
+        try:
+            blob = object_json(obj, ref)
+        except InvalidObject as exc:
+            self.unsendable += 1
+            log.warning("%s: %s; not sent", self.cluster, exc)
+            return None
         if len(blob) <= MAX_OBJECT_BYTES:
-            return True
+            return blob
         self.oversized += 1
         log.warning(
             "%s: %s %s/%s is %d bytes, over the %d-byte limit; not sent",
@@ -161,7 +180,7 @@ class Agent:
             len(blob),
             MAX_OBJECT_BYTES,
         )
-        return False
+        return None
 
     def _enqueue_snapshot(self, listing: Listing) -> None:
         """Queue a listing as chunks. It supersedes pending events older than it and any
@@ -172,8 +191,14 @@ class Agent:
         items: list[WatchEvent] = []
         encoded: list[bytes] = []
         for obj in listing.items:
-            item, blob = WatchEvent.of("ADDED", obj), orjson.dumps(obj)
-            if self._fits(blob, item.ref):
+            try:
+                item = WatchEvent.of("ADDED", obj)
+            except InvalidObject as exc:
+                self.unsendable += 1
+                log.warning("%s: listing %s: %s; not sent", self.cluster, kind, exc)
+                continue
+            blob = self._encode(obj, item.ref)
+            if blob is not None:
                 items.append(item)
                 encoded.append(blob)
         self.published.replace(kind, items, rv)
@@ -205,8 +230,8 @@ class Agent:
         parts: list[bytes] = []
         size = ENVELOPE_OVERHEAD
         for event in self.pending.take():
-            body = orjson.dumps(event.object)
-            if not self._fits(body, event.ref):
+            body = self._encode(event.object, event.ref)
+            if body is None:
                 continue
             blob = b'{"type":"' + event.type.encode() + b'","object":' + body + b"}"
             if parts and size + len(blob) > self.chunk_bytes:
@@ -299,6 +324,7 @@ class Agent:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            await self.pace.wait(len(payload))
             await self.link.publish(self._topic, payload)
             self.sent_messages += 1
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
 
 from app.agent.service import MAX_OBJECT_BYTES, Agent
 from app.agent.sources.kubernetes import KubernetesSource
 from app.broker import Mosquitto
-from app.informer.objects import KindKey
+from app.informer.objects import MAX_OBJECT_DEPTH, KindKey
 from tests.agent.fake_kube_api import FakeKubeApi
 from tests.conftest import wait_until
 from tests.harness import LiveHub, live_hub, sim_names, synced_cluster
@@ -60,8 +61,20 @@ async def _digests_sent(hub: LiveHub, at_least: int) -> bool:
     return hub.hub.ingest.stats.messages >= at_least + 10
 
 
-async def test_an_object_too_large_for_a_message_is_skipped_not_relisted_forever(
-    broker: Mosquitto, tmp_path: Path
+def _huge() -> dict[str, Any]:
+    return {"data": {"blob": "x" * (MAX_OBJECT_BYTES + 1)}}
+
+
+def _too_deep() -> dict[str, Any]:
+    inner: dict[str, Any] = {}
+    for _ in range(MAX_OBJECT_DEPTH + 10):
+        inner = {"a": inner}
+    return {"data": {"deep": inner}}
+
+
+@pytest.mark.parametrize(("shape", "counter"), [(_huge, "oversized"), (_too_deep, "unsendable")])
+async def test_an_object_the_hub_would_refuse_is_skipped_not_relisted_forever(
+    broker: Mosquitto, tmp_path: Path, shape: Any, counter: str
 ) -> None:
     async with synced_cluster(broker.url, f"sqlite:///{tmp_path}/h.db", "dev-1") as (
         hub,
@@ -72,12 +85,12 @@ async def test_an_object_too_large_for_a_message_is_skipped_not_relisted_forever
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": "huge", "namespace": "default"},
-            "data": {"blob": "x" * (MAX_OBJECT_BYTES + 1)},
+            **shape(),
         }
         sim.apply(huge)
         sim.mutate(5)
-        await wait_until(lambda: _oversized(agent))
-        await wait_until(lambda: _all_but_huge(hub, sim), what="everything but the huge one")
+        await wait_until(lambda: _counted(agent, counter))
+        await wait_until(lambda: _all_but_huge(hub, sim), what="everything but the refused one")
         assert hub.hub.ingest.stats.rejected == {}
         # digests keep agreeing (both sides leave the object out): no relist, ever
         sent = agent.sent_messages
@@ -95,5 +108,5 @@ async def _sent_more(agent: Agent, count: int) -> bool:
     return agent.sent_messages >= count
 
 
-async def _oversized(agent: Agent) -> bool:
-    return agent.oversized >= 1
+async def _counted(agent: Agent, counter: str) -> bool:
+    return bool(getattr(agent, counter) >= 1)

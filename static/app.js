@@ -44,6 +44,8 @@
       card.classList.toggle("online", c.online);
       card.classList.toggle("offline", !c.online);
       card.querySelector("[data-field=state]").textContent = c.online ? "online" : "offline";
+      var quota = card.querySelector("[data-field=quota]");
+      if (quota) quota.hidden = !c.overQuota;
       var seen = card.querySelector("[data-field=seen]");
       seen.dataset.ts = c.lastSeen;
       var rates = (history[name] = (history[name] || []).concat([c.rate]).slice(-60));

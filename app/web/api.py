@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse
 
-from app.store import queries
+from app.store import queries, rejections
 from app.store.queries import MAX_LIMIT, BadCursor, ResourceQuery
 from app.web.deps import EngineDep, HubDep, QueryDep
 
@@ -23,11 +23,19 @@ def _iso(ts: float) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z") if ts else None
 
 
+def over_quota(hub: HubDep) -> dict[str, dict[str, Any]]:
+    """Clusters over their ingest quota now: since when (ISO) and how many messages dropped."""
+    return {
+        name: {"since": _iso(o.since), "dropped": o.dropped} for name, o in hub.over_quota().items()
+    }
+
+
 async def _clusters_json(hub: HubDep, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     try:
         served = await hub.registry.served_by([r["name"] for r in rows])
     except Exception:  # Redis away: the inventory still answers
         served = {}
+    throttled = over_quota(hub)
     return [
         {
             "name": r["name"],
@@ -39,6 +47,7 @@ async def _clusters_json(hub: HubDep, rows: list[dict[str, Any]]) -> list[dict[s
             "agentVersion": r["agent_version"],
             "kinds": r["kinds"],
             "counts": r["counts"],
+            "overQuota": throttled.get(r["name"]),
         }
         for r in rows
     ]
@@ -51,11 +60,28 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["health"])
 async def readyz(hub: HubDep) -> JSONResponse:
-    checks = {"database": await hub.database_ok(), "broker": hub.link.connected}
+    """Ready when the database answers, the broker is connected and ingest is committing:
+    not failing to write, and no message waiting longer than `stuck_after_s` without a
+    commit. Redis is reported but advisory (ingest and queries work without it)."""
+    checks = {
+        "database": await hub.database_ok(),
+        "broker": hub.link.connected,
+        "ingest": hub.ingest_ok(),
+    }
     ready = all(checks.values())
-    if hub.settings.redis_url:  # advisory: reported, but ingest and queries work without it
+    if hub.settings.redis_url:
         checks["redis"] = await hub.registry.ping()
-    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+    ingest = hub.ingest
+    detail = {
+        "queuedMessages": ingest.queued,
+        "oldestQueuedSeconds": round(ingest.oldest_queued_s(), 3),
+        "stuckSeconds": round(ingest.stuck_for(), 3),
+        "writesFailing": ingest.health.failing_since is not None,
+        "lastError": ingest.health.last_error or None,
+    }
+    return JSONResponse(
+        {"ready": ready, "checks": checks, "ingest": detail}, status_code=200 if ready else 503
+    )
 
 
 @router.get("/clusters", tags=["clusters"])
@@ -113,6 +139,34 @@ async def get_cluster_resource(
     if body is None:
         raise HTTPException(404, f"{kind} {namespace}/{name} not found in cluster {cluster!r}")
     return body
+
+
+@router.get("/rejections", tags=["health"])
+async def list_rejections(
+    engine: EngineDep,
+    hub: HubDep,
+    cluster: Annotated[str | None, Query(max_length=253)] = None,
+    reason: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Annotated[int, Query(ge=1, le=rejections.MAX_LIMIT)] = 100,
+    cursor: ContinueParam = None,
+) -> dict[str, Any]:
+    """What clusters sent that the hub refused, newest first (the dead-letter table:
+    rate-limited per cluster and trimmed to `retain_rejections`); `counts` is every refusal
+    since this hub started, by reason."""
+    if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) < 19):
+        raise HTTPException(400, "invalid continue token")
+    page = await rejections.list_rejections(
+        engine,
+        cluster=cluster,
+        reason=reason,
+        limit=limit,
+        before=int(cursor) if cursor is not None else None,
+    )
+    return {
+        "items": [{**r, "at": _iso(r["at"])} for r in page.items],
+        "continue": str(page.next_before) if page.next_before is not None else None,
+        "counts": dict(sorted(hub.ingest.stats.rejected.items())),
+    }
 
 
 @router.get("/resources", tags=["resources"])

@@ -90,9 +90,11 @@ class FleetPulse:
             return self._clusters
 
     def _publish(self) -> None:
+        throttled = self._hub.over_quota()
         clusters = {
             row["name"]: {
                 "online": row["online"],
+                "overQuota": row["name"] in throttled,
                 "lastSeen": row["last_seen"],
                 "counts": row["counts"],
                 "objects": sum(row["counts"].values()),
@@ -124,14 +126,15 @@ async def pulse_events(pulse: FleetPulse) -> AsyncIterator[ServerSentEvent]:
 
 
 class RenderCache:
-    """Rendered fragments by (template, revision): rendered once, sent to every browser."""
+    """Rendered fragments by (template, revision, type as seen): rendered once, sent to every
+    browser."""
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
-        self._items: OrderedDict[tuple[str, int], str] = OrderedDict()
+        self._items: OrderedDict[tuple[str, int, str], str] = OrderedDict()
 
     def get(self, name: str, change: ChangeRecord, render: Callable[[ChangeRecord], str]) -> str:
-        key = (name, change.revision)
+        key = (name, change.revision, change.type)
         html = self._items.get(key)
         if html is None:
             html = self._items[key] = render(change)
@@ -180,7 +183,13 @@ async def change_fragments(
             items = [await sub.queue.get()]
             while not sub.queue.empty() and len(items) < MAX_BATCH:
                 items.append(sub.queue.get_nowait())
-            fresh = [i for i in items if isinstance(i, ChangeRecord) and i.revision > last]
+            fresh = [
+                seen
+                for i in items
+                if isinstance(i, ChangeRecord)
+                and i.revision > last
+                and (seen := query.seen_as(i)) is not None
+            ]
             if fresh:
                 last = fresh[-1].revision
                 yield ServerSentEvent(

@@ -52,6 +52,48 @@ async def metrics(hub: HubDep) -> str:
         {"": hub.ingest.queued},
     )
     metric(
+        "ti_ingest_oldest_queued_seconds",
+        "gauge",
+        "Age of the oldest message waiting for its batch.",
+        {"": round(hub.ingest.oldest_queued_s(), 3)},
+    )
+    metric(
+        "ti_ingest_stuck_seconds",
+        "gauge",
+        "How long messages have waited with no commit (readiness fails past stuck_after_s).",
+        {"": round(hub.ingest.stuck_for(), 3)},
+    )
+    metric(
+        "ti_ingest_writes_failing",
+        "gauge",
+        "1 while writes fail for the database being unavailable.",
+        {"": 1 if hub.ingest.health.failing_since is not None else 0},
+    )
+    metric(
+        "ti_ingest_write_failures_total",
+        "counter",
+        "Batch writes that failed for the database being unavailable (retried).",
+        {"": stats.write_failures},
+    )
+    metric(
+        "ti_ingest_over_quota_clusters",
+        "gauge",
+        "Clusters whose messages are being dropped for exceeding their quota.",
+        {"": len(hub.ingest.quota.over())},
+    )
+    metric(
+        "ti_ingest_relists_suppressed_total",
+        "counter",
+        "Relist requests not sent because the same one was sent too recently.",
+        {"": hub.ingest.relists.suppressed},
+    )
+    metric(
+        "ti_ingest_dead_letters_dropped_total",
+        "counter",
+        "Refusals counted but not recorded in the rejections table (rate limit).",
+        {"": hub.ingest.dead_letters.dropped},
+    )
+    metric(
         "ti_feed_subscribers",
         "gauge",
         "Change-feed subscriptions: change streams, cluster views, live feeds, the fleet pulse.",

@@ -15,7 +15,7 @@ from fastapi.templating import Jinja2Templates
 from sse_starlette import EventSourceResponse
 
 from app.informer.selectors import LabelSelector, SelectorError
-from app.store import queries
+from app.store import queries, rejections
 from app.store.queries import ORDERS, BadCursor, Order, ResourceQuery
 from app.store.records import ChangeRecord
 from app.web import render
@@ -103,6 +103,7 @@ async def overview(
         "overview.html",
         clusters=rows,
         served=served,
+        throttled=hub.over_quota(),
         totals=totals,
         selector=selector,
         error=error,
@@ -155,13 +156,20 @@ async def cluster_view(
     params = request.query_params
     filters = _filters(query, params.get("labelSelector", ""), params.get("fieldSelector", ""))
     served = (await hub.registry.served_by([cluster])).get(cluster)
-    template = "_table.html" if request.headers.get("HX-Request") else "cluster.html"
+    partial = bool(request.headers.get("HX-Request"))
+    refused = (
+        []
+        if partial
+        else (await rejections.list_rejections(hub.engine, cluster=cluster, limit=10)).items
+    )
     return await render_page(
         request,
         hub,
-        template,
+        "_table.html" if partial else "cluster.html",
         cluster=rows[0],
         served=served,
+        refused=refused,
+        throttled=hub.over_quota().get(cluster),
         page=page,
         filters=filters,
         sort=sort,

@@ -93,9 +93,9 @@ async def _events(
             item = await sub.queue.get()
             if isinstance(item, ClusterStatus):
                 yield cluster_event(item)
-            elif item.revision > last:
+            elif item.revision > last and (seen := query.seen_as(item)) is not None:
                 last = item.revision
-                yield change_event(item)
+                yield change_event(seen)
 
 
 @router.get("/stream", tags=["resources"])

@@ -203,10 +203,21 @@ async def test_bad_workloads_are_refused_with_a_reason(broker: Mosquitto, tmp_pa
         no_name = {**good, "manifests": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}]}
         dup = {**good, "manifests": [good["manifests"][1], good["manifests"][1]]}
         huge = {**good, "manifests": [{**good["manifests"][1], "data": {"x": "y" * 300_000}}]}
+        config = good["manifests"][1]
+        bad_labels = {
+            **good,
+            "manifests": [{**config, "metadata": {**config["metadata"], "labels": "notadict"}}],
+        }
+        bad_namespace = {
+            **good,
+            "manifests": [{**config, "metadata": {"name": "c", "namespace": {}}}],
+        }
         bad_selector = {**good, "placement": {"labelSelector": "env in ("}}
         nothing = {**good, "placement": {}}
         for body, fragment in (
             (no_name, "metadata.name"),
+            (bad_labels, "ConfigMap shop/web-config: metadata.labels must map strings to strings"),
+            (bad_namespace, "ConfigMap c: metadata.namespace must be a string, got dict"),
             (dup, "duplicate object"),
             (huge, "limit"),
             (bad_selector, "labelSelector"),
@@ -216,6 +227,9 @@ async def test_bad_workloads_are_refused_with_a_reason(broker: Mosquitto, tmp_pa
             assert response.status_code == 422 and fragment in response.text, response.text
         assert (await hub.http.post("/workloads", json=good)).status_code == 201
         assert (await hub.http.post("/workloads", json=good)).status_code == 409
+        refused = await hub.http.put("/workloads/web", json=bad_labels)
+        assert refused.status_code == 422 and "metadata.labels" in refused.text
+        assert (await hub.get("/workloads/web"))["version"] == 1  # nothing stored
         assert (await hub.http.put("/workloads/other", json=good)).status_code == 400
         assert (await hub.http.delete("/workloads/nope")).status_code == 404
         preview = await hub.http.post("/placements/preview", json={"labelSelector": "env=none"})

@@ -138,6 +138,11 @@ class WorkloadRunner:
     def held_versions(self) -> dict[str, int]:
         return {name: held.spec.version for name, held in self._held.items()}
 
+    def status(self, workload: str) -> WorkloadStatus | None:
+        """The latest status of a held workload (None if not held, or not evaluated yet)."""
+        held = self._held.get(workload)
+        return held.status if held else None
+
     def resend_differing(self, hub_hashes: dict[str, str]) -> None:
         """OCM's status resync: send the status of every held workload whose hash the hub
         does not have (only what changed while the hub was not listening)."""

@@ -32,10 +32,17 @@ class Mosquitto:
 
     The config raises mosquitto's silent-loss defaults (queued messages per session, the
     in-flight window) and keeps sessions on disk in `data_dir` so a restart loses nothing.
+
+    `own_session` starts mosquitto in a session (and process group) of its own, so a
+    terminal's Ctrl-C, which goes to the whole foreground process group, does not reach it:
+    its owner stops it, after the clients that still need it.
     """
 
-    def __init__(self, port: int | None = None, data_dir: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, data_dir: Path | None = None, *, own_session: bool = False
+    ) -> None:
         self.port = port or free_port()
+        self.own_session = own_session
         self._own_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="ti-mosquitto-"))
         self.process: subprocess.Popen[bytes] | None = None
@@ -74,7 +81,10 @@ class Mosquitto:
         config = self._config()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [find_mosquitto(), "-c", str(config)], stdout=log, stderr=log
+                [find_mosquitto(), "-c", str(config)],
+                stdout=log,
+                stderr=log,
+                start_new_session=self.own_session,
             )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

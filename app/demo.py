@@ -1,18 +1,30 @@
 """`transport-informer demo`: a local broker, a hub and three simulated clusters.
 
-Every process is a child of this one; Ctrl-C (or SIGTERM) stops them all, agents first so
-they say goodbye, then the hub, then the broker.
+Every process is a child of this one, started in a session of its own, so a terminal's
+Ctrl-C (SIGINT to the whole foreground process group) reaches only the demo. The demo then
+stops them in order (`stop_in_order`): the agents first, so they say goodbye while the
+broker is still up, then the hub, then the broker; one line each, and SIGKILL for any part
+still running `STOP_TIMEOUT_S` after its SIGTERM.
+
+Every way out of `run` goes through that: Ctrl-C, SIGTERM, SIGHUP (the terminal closed:
+the children, in their own sessions, no longer get its SIGHUP), a part exiting by itself,
+an error while starting. Only a SIGKILL of the demo itself leaves its children running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn, TextIO
 
 from app.broker import Mosquitto, free_port
 
@@ -21,97 +33,158 @@ CLUSTERS = (
     ("prod-1", "env=prod,region=eu"),
     ("prod-2", "env=prod,region=us"),
 )
+STOP_TIMEOUT_S = 10.0
+"""How long a part has between SIGTERM and SIGKILL (agents say goodbye within 3 s, the hub
+shuts down within 3 s)."""
 
 
-def _wait_http(url: str, timeout_s: float, hub: subprocess.Popen[bytes]) -> None:
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One child process of the demo, named as the user reads it: `agent dev-1`, `hub`."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+
+
+class StopRequest:
+    """Set by SIGINT, SIGTERM or SIGHUP. Checked between steps rather than raised from the
+    handler, so a signal never lands halfway through starting a child, which would leave
+    that child running untracked."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def install(self) -> None:
+        # SIGINT too where it was inherited as ignored (a shell's background job)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signal = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+
+def _say(line: str, stream: TextIO | None = None) -> None:
+    """Print, even to a terminal that is gone (SIGHUP): stopping must go on regardless."""
+    with contextlib.suppress(OSError):
+        print(line, file=stream or sys.stdout, flush=True)
+
+
+def stop_in_order(groups: Sequence[Sequence[Part]], timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Stop each group after the one before it: SIGTERM to all of a group at once, then
+    wait for each, SIGKILL for any still running `timeout_s` after the SIGTERM. Prints one
+    `stopped <name>` line per part, saying so if it had exited already or was killed."""
+    for group in groups:
+        exited = [part.process.poll() for part in group]
+        for part, code in zip(group, exited, strict=True):
+            if code is None:
+                part.process.terminate()
+        deadline = time.monotonic() + timeout_s
+        for part, code in zip(group, exited, strict=True):
+            note = ""
+            if code is not None:
+                note = f" (it had exited with code {code})"
+            else:
+                try:
+                    part.process.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    part.process.kill()
+                    part.process.wait()
+                    note = f" (killed: still running {timeout_s:g} s after SIGTERM)"
+            _say(f"stopped {part.name}{note}")
+
+
+def _spawn(*args: str) -> subprocess.Popen[bytes]:
+    """`python -m app ARGS` in a session of its own (out of reach of the terminal's Ctrl-C).
+    Children log at WARNING unless TI_LOG_LEVEL says otherwise."""
+    env = {**os.environ, "TI_LOG_LEVEL": os.environ.get("TI_LOG_LEVEL", "WARNING")}
+    return subprocess.Popen([sys.executable, "-m", "app", *args], env=env, start_new_session=True)
+
+
+def _wait_http(url: str, timeout_s: float, hub: subprocess.Popen[bytes], stop: StopRequest) -> None:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop.requested:
         if hub.poll() is not None:
-            raise SystemExit("the hub exited during start-up; see its log above")
+            _fail("the hub exited during start-up; see its log above")
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
         except OSError:
             time.sleep(0.2)
-    raise SystemExit(f"the hub did not answer on {url}")
+    if not stop.requested:
+        _fail(f"the hub did not answer on {url}")
 
 
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for proc in processes:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in processes:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def _fail(reason: str) -> NoReturn:
+    """Say why before the parts are stopped (their lines follow), then exit with 1."""
+    _say(f"{reason}; stopping the rest", sys.stderr)
+    raise SystemExit(1)
+
+
+def _banner(port: int, broker_url: str, database_url: str) -> None:
+    print(f"\n  Transport Informer is running: http://127.0.0.1:{port}/clusters")
+    print(
+        f"  API docs: http://127.0.0.1:{port}/docs   "
+        f"live changes: curl -N http://127.0.0.1:{port}/stream"
+    )
+    print(f"  broker: {broker_url}   database: {database_url}   Ctrl-C stops it all\n", flush=True)
 
 
 def run(port: int = 8000, database_url: str = "sqlite:///./data/hub.db") -> None:
     data = Path("data")
     data.mkdir(exist_ok=True)
-    exe = [sys.executable, "-m", "app"]
-    env = {**os.environ, "TI_LOG_LEVEL": os.environ.get("TI_LOG_LEVEL", "WARNING")}
-    agents: list[subprocess.Popen[bytes]] = []
-    hub: subprocess.Popen[bytes] | None = None
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    # Ctrl-C, even where SIGINT was inherited as ignored (a shell's background job)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    with Mosquitto(port=free_port(), data_dir=data / "mosquitto") as broker:
-        try:
-            hub = subprocess.Popen(
-                [
-                    *exe,
-                    "hub",
-                    "--broker",
-                    broker.url,
-                    "--database-url",
-                    database_url,
-                    "--port",
-                    str(port),
-                    "--replica-id",
-                    "hub-0",
-                ],
-                env=env,
+    stop = StopRequest()
+    stop.install()
+    broker = Mosquitto(port=free_port(), data_dir=data / "mosquitto", own_session=True)
+    hub: Part | None = None
+    agents: list[Part] = []
+    try:
+        broker.start()
+        hub = Part(
+            "hub",
+            _spawn(
+                "hub",
+                "--broker",
+                broker.url,
+                "--database-url",
+                database_url,
+                "--port",
+                str(port),
+                "--replica-id",
+                "hub-0",
+            ),
+        )
+        _wait_http(f"http://127.0.0.1:{port}/healthz", 60, hub.process, stop)
+        for name, labels in CLUSTERS:
+            if stop.requested:
+                break
+            agent = _spawn(
+                "agent",
+                "--broker",
+                broker.url,
+                "--cluster",
+                name,
+                "--labels",
+                labels,
+                "--source-kind",
+                "sim",
+                "--sim-objects",
+                "300",
+                "--sim-churn",
+                "3",
             )
-            _wait_http(f"http://127.0.0.1:{port}/healthz", 60, hub)
-            for name, labels in CLUSTERS:
-                agents.append(
-                    subprocess.Popen(
-                        [
-                            *exe,
-                            "agent",
-                            "--broker",
-                            broker.url,
-                            "--cluster",
-                            name,
-                            "--labels",
-                            labels,
-                            "--source-kind",
-                            "sim",
-                            "--sim-objects",
-                            "300",
-                            "--sim-churn",
-                            "3",
-                        ],
-                        env=env,
-                    )
-                )
-            print(f"\n  Transport Informer is running: http://127.0.0.1:{port}/clusters")
-            print(
-                f"  API docs: http://127.0.0.1:{port}/docs   "
-                f"live changes: curl -N http://127.0.0.1:{port}/stream"
-            )
-            print(
-                f"  broker: {broker.url}   database: {database_url}   Ctrl-C stops it all\n",
-                flush=True,
-            )
-            while all(p.poll() is None for p in [hub, *agents]):
-                time.sleep(0.5)
-            print("a demo process exited; stopping the rest", file=sys.stderr)
-        except KeyboardInterrupt:
-            print("\nstopping...", file=sys.stderr)
-        finally:
-            _stop(agents)
-            _stop([hub] if hub else [])
+            agents.append(Part(f"agent {name}", agent))
+        if not stop.requested:
+            _banner(port, broker.url, database_url)
+        parts = [hub, *agents]
+        while not stop.requested and all(p.process.poll() is None for p in parts):
+            time.sleep(0.2)
+        if not stop.requested:
+            _fail("a demo process exited")
+        _say("\nstopping...", sys.stderr)
+    finally:
+        broker_part = [Part("broker", broker.process)] if broker.process else []
+        stop_in_order([agents, [hub] if hub else [], broker_part])

@@ -44,6 +44,7 @@ from app.transport.cloudevents import (
 )
 from app.transport.messages import (
     Hello,
+    HubMessage,
     MessageType,
     ResyncRequest,
     WorkloadApply,
@@ -264,11 +265,26 @@ class Agent:
         self._send(self._digest)
 
     async def _on_request(self, topic: str, payload: bytes) -> None:
+        """Serve one hub request. Nothing a request holds may stop the agent: an unexpected
+        error is logged once and, for an apply, answered (and held) as a failed status, so
+        the hub shows it and stops resending; other workloads go on being served."""
         try:
             request = parse_hub_message(cloudevents.decode(payload))
         except MalformedMessage as exc:
             log.warning("%s: ignoring bad request on %s: %s", self.cluster, topic, exc)
             return
+        except Exception:  # a parser gap must not stop the agent either
+            log.exception("%s: ignoring request on %s that does not parse", self.cluster, topic)
+            return
+        try:
+            await self._serve(request)
+        except Exception as exc:
+            what = getattr(request, "workload", "")
+            log.exception("%s: serving %s %s failed", self.cluster, type(request).__name__, what)
+            if isinstance(request, WorkloadApply) and self.workloads is not None:
+                await self.workloads.hold_failed(request, f"applying failed: {exc!r}")
+
+    async def _serve(self, request: HubMessage) -> None:
         match request:
             case ResyncRequest():
                 self._relist_requested(request)

@@ -6,6 +6,12 @@ answered with the current status, so the hub's resends are harmless. Removal is
 acknowledged likewise. Held versions live in memory: after a restart the agent holds
 nothing, tells the hub so on connect (`WorkloadResync`), and gets everything again.
 
+A version whose manifests fail the shared shape check (`app.informer.manifests`) is
+applied not at all: it is held as failed (`Applied` False, reason `InvalidManifest`, and
+the message as the status's error, which the hub shows as `Failed`); a resend of it gets
+the same answer, and a later version is applied as usual. `hold_failed` does the same for
+a version whose apply failed unexpectedly, so no manifest can make the agent stop serving.
+
 Drift, checked every `drift_s`: an applied object changed or deleted on the cluster is
 restored (`ServerSideApply`), recreated only if deleted (`CreateOnly`), or only reported as
 `Degraded` (`ReadOnly` never writes: it reports what exists).
@@ -25,6 +31,7 @@ from typing import Any
 import orjson
 
 from app.agent.sources.base import WorkloadTarget
+from app.informer.manifests import InvalidManifest, check_manifests
 from app.informer.objects import KindKey, KubeObject
 from app.transport.messages import WorkloadApply, WorkloadRemove, WorkloadStatus
 
@@ -35,7 +42,8 @@ ObjectKey = tuple[KindKey, str, str]
 
 
 def object_key(manifest: KubeObject) -> ObjectKey:
-    meta = manifest.get("metadata") or {}
+    """The key of a manifest that passed `check_manifests`."""
+    meta = manifest["metadata"]
     return (
         KindKey(manifest["apiVersion"], manifest["kind"]),
         meta.get("namespace") or "",
@@ -45,8 +53,8 @@ def object_key(manifest: KubeObject) -> ObjectKey:
 
 def _owned(manifest: KubeObject, workload: str) -> KubeObject:
     obj = orjson.loads(orjson.dumps(manifest))
-    meta = obj.setdefault("metadata", {})
-    meta.setdefault("labels", {})[OWNER_LABEL] = workload
+    meta = obj["metadata"]
+    meta["labels"] = {**(meta.get("labels") or {}), OWNER_LABEL: workload}
     return dict(obj)
 
 
@@ -95,6 +103,12 @@ def _condition(type_: str, ok: bool, reason: str, message: str = "") -> dict[str
     }
 
 
+def _status_hash(conditions: list[dict[str, Any]], feedback: dict[str, Any], error: str) -> str:
+    return hashlib.sha256(
+        orjson.dumps([conditions, feedback, error], option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()[:16]
+
+
 @dataclass
 class _Held:
     spec: WorkloadApply
@@ -103,6 +117,8 @@ class _Held:
     error: str = ""
     status: WorkloadStatus | None = None
     sent_hash: str = ""
+    failed: bool = False
+    """This version was not applied (`status` says why); it is never checked or repaired."""
 
 
 class WorkloadRunner:
@@ -122,6 +138,11 @@ class WorkloadRunner:
     def held_versions(self) -> dict[str, int]:
         return {name: held.spec.version for name, held in self._held.items()}
 
+    def status(self, workload: str) -> WorkloadStatus | None:
+        """The latest status of a held workload (None if not held, or not evaluated yet)."""
+        held = self._held.get(workload)
+        return held.status if held else None
+
     def resend_differing(self, hub_hashes: dict[str, str]) -> None:
         """OCM's status resync: send the status of every held workload whose hash the hub
         does not have (only what changed while the hub was not listening)."""
@@ -134,6 +155,12 @@ class WorkloadRunner:
             held = self._held.get(spec.workload)
             if held is not None and spec.version <= held.spec.version:
                 self._report(held, force=True)  # a duplicate or stale resend: ack again
+                return
+            try:
+                check_manifests(spec.manifests)
+            except InvalidManifest as exc:
+                log.warning("workload %s version %d: %s", spec.workload, spec.version, exc)
+                self._hold_failed(spec, "InvalidManifest", str(exc))
                 return
             desired = {object_key(m): _owned(m, spec.workload) for m in spec.manifests}
             if held is not None and held.spec.delete_option == "Foreground":
@@ -149,6 +176,37 @@ class WorkloadRunner:
                         held.error = f"{key[0].kind} {key[1]}/{key[2]}: {exc}"
                         log.warning("workload %s: %s", spec.workload, held.error)
             await self._check_and_report(held)
+
+    async def hold_failed(self, spec: WorkloadApply, message: str) -> None:
+        """Answer `spec` as failed (reason `ApplyFailed`) without touching the cluster: for
+        an apply that raised unexpectedly. A newer held version is left as it is."""
+        async with self._lock:
+            held = self._held.get(spec.workload)
+            if held is not None and held.spec.version > spec.version:
+                self._report(held, force=True)
+                return
+            self._hold_failed(spec, "ApplyFailed", message)
+
+    def _hold_failed(self, spec: WorkloadApply, reason: str, message: str) -> None:
+        """Hold `spec` as failed and report it. The objects of the version held before stay
+        known, so a later version or a removal still deletes them (`Foreground`)."""
+        previous = self._held.get(spec.workload)
+        conditions = [
+            _condition("Applied", False, reason, message),
+            _condition("Available", False, "NotApplied"),
+        ]
+        held = _Held(spec, dict(previous.objects) if previous else {}, error=message, failed=True)
+        held.status = WorkloadStatus(
+            spec.workload,
+            spec.version,
+            False,
+            conditions,
+            {},
+            message,
+            _status_hash(conditions, {}, message),
+        )
+        self._held[spec.workload] = held
+        self._report(held, force=True)
 
     async def _check_and_report(self, held: _Held) -> None:
         held.sent_hash = ""  # an apply is always acknowledged
@@ -183,6 +241,8 @@ class WorkloadRunner:
     async def _check(self, held: _Held) -> None:
         """Repair, evaluate and report one workload; a failing cluster API is reported as
         the workload's error, and checked again next period (the agent keeps running)."""
+        if held.failed:
+            return
         held.error = ""  # set again below (by a failing apply or read) if it still fails
         try:
             await self._repair(held)
@@ -252,9 +312,6 @@ class WorkloadRunner:
                     feedback.setdefault(str(rule.get("name")), {})[
                         f"{key[0].kind}/{key[1] or '_'}/{key[2]}"
                     ] = value
-        status_hash = hashlib.sha256(
-            orjson.dumps([conditions, feedback, held.error], option=orjson.OPT_SORT_KEYS)
-        ).hexdigest()[:16]
         held.status = WorkloadStatus(
             held.spec.workload,
             held.spec.version,
@@ -262,7 +319,7 @@ class WorkloadRunner:
             conditions,
             feedback,
             held.error,
-            status_hash,
+            _status_hash(conditions, feedback, held.error),
         )
 
     def _report(self, held: _Held, *, force: bool = False) -> None:

@@ -10,6 +10,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.informer.manifests import check_manifest
 from app.informer.selectors import LabelSelector, SelectorError
 from app.transport.topics import check_name
 
@@ -75,18 +76,10 @@ class FeedbackRule(BaseModel):
         return value
 
 
-def _manifest_key(manifest: dict[str, Any]) -> tuple[str, str, str, str]:
-    meta = manifest.get("metadata")
-    if not isinstance(meta, dict):
-        raise ValueError("every manifest needs metadata with a name")
-    for field in ("apiVersion", "kind"):
-        if not isinstance(manifest.get(field), str) or not manifest[field]:
-            raise ValueError(f"a manifest lacks {field}")
-    name = meta.get("name")
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"a {manifest['kind']} manifest lacks metadata.name")
-    namespace = meta.get("namespace") or ""
-    return manifest["apiVersion"], manifest["kind"], str(namespace), name
+def _manifest_key(manifest: dict[str, Any], position: int) -> tuple[str, str, str, str]:
+    check_manifest(manifest, position)  # the agent checks the same, and refuses the same
+    meta = manifest["metadata"]
+    return manifest["apiVersion"], manifest["kind"], meta.get("namespace") or "", meta["name"]
 
 
 class WorkloadSpec(BaseModel):
@@ -110,8 +103,8 @@ class WorkloadSpec(BaseModel):
     @classmethod
     def _manifests(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
         seen: set[tuple[str, str, str, str]] = set()
-        for manifest in value:
-            key = _manifest_key(manifest)
+        for position, manifest in enumerate(value, 1):
+            key = _manifest_key(manifest, position)
             if key in seen:
                 raise ValueError(f"duplicate object in the workload: {key[1]} {key[2]}/{key[3]}")
             seen.add(key)

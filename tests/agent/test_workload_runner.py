@@ -197,3 +197,77 @@ async def test_a_failing_cluster_api_is_reported_and_survived() -> None:
     sim.broken = False
     await drift_pass(r)
     assert sent[-1].error == "" and conditions(sent[-1])["Available"] == "True"
+
+
+def bad_spec(version: int, **metadata: Any) -> WorkloadApply:
+    broken = manifest("broken")
+    broken["metadata"].update(metadata)
+    return WorkloadApply(
+        "w", version, [manifest("other"), broken], "ServerSideApply", "Foreground", []
+    )
+
+
+def applied_reason(status: WorkloadStatus) -> tuple[str, str, str]:
+    (applied,) = (c for c in status.conditions if c["type"] == "Applied")
+    return applied["status"], applied["reason"], applied["message"]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"labels": "notadict"}, "ConfigMap shop/broken: metadata.labels must map strings"),
+        ({"namespace": {}}, "ConfigMap broken: metadata.namespace must be a string, got dict"),
+    ],
+)
+async def test_an_invalid_manifest_applies_nothing_and_is_acked_as_failed(
+    sim: SimulatedCluster, metadata: dict[str, Any], message: str
+) -> None:
+    r, sent = runner(sim)
+    await r.apply(bad_spec(1, **metadata))
+    assert sim.get(CONFIGMAP, "shop", "other") is None  # not even the valid one
+    (status,) = sent
+    assert status.version == 1 and message in status.error
+    assert applied_reason(status) == ("False", "InvalidManifest", status.error)
+    # a resend is answered with the same failed status; drift checks leave it alone
+    await r.apply(bad_spec(1, **metadata))
+    await drift_pass(r)
+    assert sent == [status, status]
+    assert r.held_versions() == {"w": 1}
+
+
+async def test_a_valid_version_after_an_invalid_one_is_applied_and_cleans_up(
+    sim: SimulatedCluster,
+) -> None:
+    r, sent = runner(sim)
+    await r.apply(spec(1))
+    await r.apply(bad_spec(2, labels={"n": 1}))
+    assert sim.get(CONFIGMAP, "shop", "settings") is not None  # version 1 stays until replaced
+    assert sent[-1].error
+    await r.apply(WorkloadApply("w", 3, [manifest("next")], "ServerSideApply", "Foreground", []))
+    assert sent[-1].version == 3 and sent[-1].error == ""
+    assert conditions(sent[-1]) == {"Applied": "True", "Available": "True", "Degraded": "False"}
+    assert sim.get(CONFIGMAP, "shop", "next") is not None
+    assert sim.get(CONFIGMAP, "shop", "settings") is None  # version 1's object, deleted
+
+
+async def test_null_labels_get_the_owner_label(sim: SimulatedCluster) -> None:
+    r, sent = runner(sim)
+    with_null = manifest()
+    with_null["metadata"]["labels"] = None
+    await r.apply(WorkloadApply("w", 1, [with_null], "ServerSideApply", "Foreground", []))
+    assert sent[-1].error == ""
+    stored = sim.get(CONFIGMAP, "shop", "settings")
+    assert stored and stored["metadata"]["labels"] == {OWNER_LABEL: "w"}
+
+
+async def test_hold_failed_answers_the_version_but_never_replaces_a_newer_one(
+    sim: SimulatedCluster,
+) -> None:
+    r, sent = runner(sim)
+    await r.hold_failed(spec(1), "applying failed: RuntimeError('boom')")
+    assert sent[-1].error == "applying failed: RuntimeError('boom')"
+    assert applied_reason(sent[-1])[:2] == ("False", "ApplyFailed")
+    await r.apply(spec(2))
+    await r.hold_failed(spec(1), "late")
+    assert sent[-1].version == 2 and sent[-1].error == ""
+    assert r.held_versions() == {"w": 2}

@@ -221,6 +221,10 @@ async def test_workload_form_validates_previews_creates_and_deletes(
         for bad, message in (
             ({"manifests": "a: [unclosed"}, "does not parse"),
             ({"manifests": "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n"}, "metadata.name"),
+            (
+                {"manifests": manifests.replace("shop\n", "shop\n  labels:\n    tier: 1\n")},
+                "ConfigMap shop/c1: metadata.labels must map strings to strings",
+            ),
             ({"labelSelector": "env in ("}, "labelSelector"),
         ):
             response = await hub.http.post("/ui/workloads", data={**form, **bad})

@@ -10,8 +10,8 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse
 
 from app.store import queries
-from app.store.queries import MAX_LIMIT, BadCursor, ResourceQuery
-from app.web.deps import EngineDep, HubDep, QueryDep
+from app.store.queries import MAX_LIMIT, AmbiguousKind, BadCursor, ResourceQuery
+from app.web.deps import ApiVersionParam, EngineDep, HubDep, QueryDep, kind_ref
 
 router = APIRouter()
 
@@ -105,11 +105,28 @@ async def list_cluster_resources(
 
 @router.get("/clusters/{cluster}/resources/{kind}/{namespace}/{name}", tags=["resources"])
 async def get_cluster_resource(
-    cluster: str, kind: str, namespace: str, name: str, hub: HubDep, engine: EngineDep
+    cluster: str,
+    kind: str,
+    namespace: str,
+    name: str,
+    hub: HubDep,
+    engine: EngineDep,
+    api_version: ApiVersionParam = None,
 ) -> dict[str, Any]:
-    """One object; `_` as namespace for cluster-scoped kinds."""
+    """One object; `_` as namespace for cluster-scoped kinds.
+
+    `kind` is `Kind`, `Kind.group` (`Event.events.k8s.io`) or `Kind.` (the core group).
+    A bare `Kind` that matches objects of several apiVersions at this namespace/name
+    answers 409, naming them.
+    """
+    ref = kind_ref(kind, api_version)
     await _require_cluster(hub, engine, cluster)
-    body = await queries.get_resource(engine, cluster, kind, namespace, name)
+    try:
+        body = await queries.get_resource(
+            engine, cluster, ref, namespace, name, api_version=api_version
+        )
+    except AmbiguousKind as exc:
+        raise HTTPException(409, str(exc)) from None
     if body is None:
         raise HTTPException(404, f"{kind} {namespace}/{name} not found in cluster {cluster!r}")
     return body

@@ -126,6 +126,14 @@ async def fleet_stream(request: Request) -> EventSourceResponse:
 # -- cluster view -----------------------------------------------------------------------
 
 
+def _view_query(query: ResourceQuery, cluster: str, q: str) -> ResourceQuery:
+    """The query of a cluster view. Its form sends `namespace=` for "all namespaces": a
+    view cannot ask for cluster-scoped objects only, as the JSON API's `namespace=` does."""
+    return dataclasses.replace(
+        query, cluster=cluster, namespace=query.namespace or None, name_contains=q or None
+    )
+
+
 def _filters(query: ResourceQuery, selector: str, field_selector: str) -> dict[str, str]:
     """The query string that reproduces a filtered view."""
     raw = {
@@ -152,7 +160,7 @@ async def cluster_view(
     rows = await queries.cluster_rows(hub.engine, cluster)
     if not rows:
         raise HTTPException(404, f"unknown cluster {cluster!r}")
-    query = dataclasses.replace(query, cluster=cluster, name_contains=q or None)
+    query = _view_query(query, cluster, q)
     try:
         page = await queries.list_resources(
             hub.engine, query, limit=PAGE_SIZE, cursor=cursor, order=sort
@@ -183,7 +191,7 @@ async def row_stream(
     request: Request, hub: HubDep, query: QueryDep, cluster: str, since: int, q: str = ""
 ) -> EventSourceResponse:
     """Table rows of one cluster view as htmx out-of-band swaps."""
-    query = dataclasses.replace(query, cluster=cluster, name_contains=q or None)
+    query = _view_query(query, cluster, q)
     template = templates_of(request).get_template("_row_live.html")
     cache = _cache(request)
 

@@ -305,3 +305,14 @@ async def test_an_object_page_links_to_its_own_kind_and_json(two_events_hub: Liv
     assert response.json()["metadata"]["uid"] == "grp-x"
     pod = await html(two_events_hub, "/ui/clusters/c1/Pod/default/p")
     assert '<a href="/ui/clusters/c1?kind=Pod">Pod</a>' in pod
+
+
+async def test_the_cluster_views_all_kinds_and_all_namespaces_choices_filter_nothing(
+    two_events_hub: LiveHub,
+) -> None:
+    # what the filter form sends when "all kinds" and "all namespaces" are chosen
+    form = "kind=&namespace=&labelSelector=&q=&sort=name"
+    page = await html(two_events_hub, f"/ui/clusters/c1?{form}")
+    assert len(_object_links(page)) == 4
+    pods = await html(two_events_hub, f"/ui/clusters/c1?{form.replace('kind=', 'kind=Pod')}")
+    assert _object_links(pods) == ["/ui/clusters/c1/Pod/default/p?apiVersion=v1"]

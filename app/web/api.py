@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
@@ -12,15 +11,12 @@ from fastapi.responses import JSONResponse
 from app.store import queries
 from app.store.queries import MAX_LIMIT, AmbiguousKind, BadCursor, ResourceQuery
 from app.web.deps import ApiVersionParam, EngineDep, HubDep, QueryDep, kind_ref
+from app.web.wire import iso_time
 
 router = APIRouter()
 
 LimitParam = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")]
 ContinueParam = Annotated[str | None, Query(alias="continue", description="opaque cursor")]
-
-
-def _iso(ts: float) -> str | None:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z") if ts else None
 
 
 async def _clusters_json(hub: HubDep, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -33,8 +29,8 @@ async def _clusters_json(hub: HubDep, rows: list[dict[str, Any]]) -> list[dict[s
             "name": r["name"],
             "labels": r["labels"],
             "online": r["online"],
-            "lastSeen": _iso(r["last_seen"]),
-            "firstSeen": _iso(r["first_seen"]),
+            "lastSeen": iso_time(r["last_seen"]),
+            "firstSeen": iso_time(r["first_seen"]),
             "servedBy": served.get(r["name"]),
             "agentVersion": r["agent_version"],
             "kinds": r["kinds"],

@@ -27,6 +27,7 @@ from app.store import queries
 from app.store.queries import ResourceQuery
 from app.store.records import ChangeRecord, ClusterStatus
 from app.web.deps import HubDep, QueryDep
+from app.web.wire import ChangeData, ClusterData, ResetData, iso_time
 
 router = APIRouter()
 
@@ -35,15 +36,22 @@ SEND_TIMEOUT_S = 30
 
 
 def change_event(change: ChangeRecord) -> ServerSentEvent:
-    data = orjson.dumps({"cluster": change.cluster, "object": change.body}).decode()
-    return ServerSentEvent(data=data, event=change.type, id=str(change.revision))
+    data = ChangeData(cluster=change.cluster, object=change.body)
+    return ServerSentEvent(
+        data=orjson.dumps(data).decode(), event=change.type, id=str(change.revision)
+    )
 
 
 def cluster_event(status: ClusterStatus) -> ServerSentEvent:
-    data = orjson.dumps(
-        {"cluster": status.name, "online": status.online, "lastSeen": status.last_seen}
-    ).decode()
-    return ServerSentEvent(data=data, event="CLUSTER")
+    data = ClusterData(
+        cluster=status.name, online=status.online, lastSeen=iso_time(status.last_seen)
+    )
+    return ServerSentEvent(data=orjson.dumps(data).decode(), event="CLUSTER")
+
+
+def reset_event(current: int) -> ServerSentEvent:
+    data = ResetData(resourceVersion=str(current))
+    return ServerSentEvent(data=orjson.dumps(data).decode(), event="RESET")
 
 
 def _since(last_event_id: str | None, resource_version: str | None) -> int | None:
@@ -76,10 +84,7 @@ async def _events(
             current = await queries.current_revision(hub.engine)
             trimmed = since < current and (oldest is None or since < oldest - 1)
             if trimmed or since > current:  # too old, or from another database's history
-                yield ServerSentEvent(
-                    data=orjson.dumps({"resourceVersion": str(current)}).decode(),
-                    event="RESET",
-                )
+                yield reset_event(current)
                 return
             last = since
             while True:

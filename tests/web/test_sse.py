@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+import pytest
 
 from app.broker import Mosquitto
 from tests.harness import LiveHub, SseReader, live_hub, sim_agent
@@ -39,6 +40,42 @@ async def test_change_events_carry_the_cluster_and_the_object(two_events_hub: Li
     first = orjson.loads(replayed[0]["data"])
     assert first.keys() == {"cluster", "object"} and first["cluster"] == "c1"
     assert first["object"]["metadata"]["uid"] == "core-x"
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [{"headers": {"Last-Event-ID": "99"}}, {"params": {"resourceVersion": "99"}}],
+    ids=["Last-Event-ID", "resourceVersion"],
+)
+async def test_a_revision_from_the_future_gets_reset_to_the_current_one_and_the_end(
+    two_events_hub: LiveHub, request_: dict[str, Any]
+) -> None:
+    got = await events(two_events_hub, 2, **request_)
+    assert got == [{"event": "RESET", "data": orjson.dumps({"resourceVersion": "5"}).decode()}]
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        *({"headers": {"Last-Event-ID": r}} for r in ("abc", "1.5", "-1", "0x10")),
+        {"params": {"resourceVersion": "\u0663"}},  # a digit, but not an ASCII one
+    ],
+    ids=["abc", "1.5", "-1", "0x10", "non-ASCII digit"],
+)
+async def test_a_last_event_id_that_is_not_a_revision_is_refused(
+    two_events_hub: LiveHub, request_: dict[str, Any]
+) -> None:
+    response = await two_events_hub.http.get("/stream", **request_)
+    assert response.status_code == 400
+    assert "must be a revision" in response.json()["detail"]
+
+
+async def test_last_event_id_wins_over_the_resource_version_parameter(
+    two_events_hub: LiveHub,
+) -> None:
+    request = {"headers": {"Last-Event-ID": "3"}, "params": {"resourceVersion": "99"}}
+    got = await events(two_events_hub, 2, **request)
+    assert [e["id"] for e in got] == ["4", "5"]
 
 
 async def test_a_cluster_event_gives_last_seen_as_rest_does(

@@ -373,6 +373,7 @@ async def changes_after(
 
 @dataclass(frozen=True, slots=True)
 class StoredObject:
+    kind: KindKey
     body: dict[str, Any]
     deleted: bool
     revision: int
@@ -398,7 +399,13 @@ async def get_stored_object(
     row = _only([r for r in rows if not r.deleted] or rows, ref, namespace, name)
     if row is None:
         return None
-    return StoredObject(dict(row.body), row.deleted, row.revision, row.updated_at)
+    return StoredObject(
+        KindKey(row.api_version, ref.kind),
+        dict(row.body),
+        row.deleted,
+        row.revision,
+        row.updated_at,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -226,7 +226,7 @@ async def object_view(
         raise HTTPException(409, str(exc)) from None
     if stored is None:
         raise HTTPException(404, f"{kind} {namespace}/{name} not found in cluster {cluster!r}")
-    found = KindKey(str(stored.body["apiVersion"]), str(stored.body["kind"]))
+    found = stored.kind
     history = await queries.object_history(hub.engine, cluster, found, namespace, name)
     versions = await queries.kind_versions(hub.engine, cluster, found.kind)
     collides = bool(set(versions) - {found.api_version})

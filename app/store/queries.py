@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.informer.objects import CLUSTER_SCOPED, KindKey
 from app.informer.selectors import FieldSelector, LabelSelector, Op, Requirement
+from app.store.kinds import CORE_GROUP, KindRef, count_keys, group_of
 from app.store.records import ChangeRecord
 from app.store.tables import changes, clusters, resources, revision_counter
 
@@ -29,10 +30,49 @@ class BadCursor(ValueError):
     """A `continue` token that this hub did not hand out."""
 
 
+class AmbiguousKind(LookupError):
+    """A kind reference that names objects of several apiVersions at one namespace/name.
+
+    The message names the candidates and how to ask for each one.
+    """
+
+    def __init__(self, ref: KindRef, namespace: str, name: str, api_versions: list[str]) -> None:
+        self.api_versions = api_versions = sorted(
+            api_versions, key=lambda v: (group_of(v) != CORE_GROUP, v)
+        )
+        where = f"{namespace}/{name}" if namespace else name
+        exact = [str(KindRef.exact(v, ref.kind)) for v in api_versions]
+        asks = [
+            e if exact.count(e) == 1 else f"{ref.kind} with apiVersion={v}"
+            for e, v in zip(exact, api_versions, strict=True)
+        ]
+        super().__init__(
+            f"{ref.kind} {where} exists as {_either(api_versions, 'and')}; "
+            f"ask for {_either(asks, 'or')}"
+        )
+
+
+def _either(words: list[str], conjunction: str) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {conjunction} {words[-1]}"
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _group_condition(api_version: ColumnElement[str], group: str) -> ColumnElement[bool]:
+    """`api_version` is a version of `group`; `""` is the core group."""
+    if group == CORE_GROUP:
+        return api_version.not_like("%/%")
+    return api_version.like(f"{_like_escaped(group)}/%", escape="\\")
+
+
 @dataclass(frozen=True, slots=True)
 class ResourceQuery:
     cluster: str | None = None
     kind: str | None = None
+    group: str | None = None
+    """With `kind`: that kind in this API group only (`""`: the core group). See `kinds`."""
     api_version: str | None = None
     namespace: str | None = None
     labels: LabelSelector = field(default_factory=LabelSelector)
@@ -59,6 +99,7 @@ class ResourceQuery:
             (not self.name_contains or self.name_contains.lower() in change.name.lower())
             and (self.cluster is None or change.cluster == self.cluster)
             and (self.kind is None or change.kind == self.kind)
+            and (self.group is None or group_of(change.api_version) == self.group)
             and (self.api_version is None or change.api_version == self.api_version)
             and (self.namespace is None or change.namespace == self.namespace)
             and self.fields.matches(change.namespace, change.name)
@@ -83,12 +124,13 @@ class ResourceQuery:
         ):
             if (value := getattr(self, attr)) is not None:
                 conds.append(table.c[column] == value)
+        if self.group is not None:
+            conds.append(_group_condition(table.c.api_version, self.group))
         for req in self.fields.requirements:
             column = table.c.name if req.field == "metadata.name" else table.c.namespace
             conds.append(column == req.value if req.equal else column != req.value)
         if self.name_contains:
-            escaped = self.name_contains.lower().replace("\\", "\\\\").replace("%", "\\%")
-            escaped = escaped.replace("_", "\\_")
+            escaped = _like_escaped(self.name_contains.lower())
             conds.append(func.lower(table.c.name).like(f"%{escaped}%", escape="\\"))
         return conds
 
@@ -212,44 +254,93 @@ async def list_resources(
     return Page(items, token, revision)
 
 
-async def get_resource(
-    engine: AsyncEngine, cluster: str, kind: str, namespace: str, name: str
-) -> dict[str, Any] | None:
-    namespace = CLUSTER_SCOPED if namespace == "_" else namespace
+async def _object_rows(
+    engine: AsyncEngine,
+    cluster: str,
+    ref: KindRef,
+    namespace: str,
+    name: str,
+    api_version: str | None,
+    *,
+    live_only: bool,
+) -> list[Any]:
+    conds = [
+        resources.c.cluster == cluster,
+        resources.c.kind == ref.kind,
+        resources.c.namespace == namespace,
+        resources.c.name == name,
+    ]
+    if ref.group is not None:
+        conds.append(_group_condition(resources.c.api_version, ref.group))
+    if api_version is not None:
+        conds.append(resources.c.api_version == api_version)
+    if live_only:
+        conds.append(resources.c.deleted.is_(False))
     stmt = (
-        select(resources.c.body)
-        .where(
-            resources.c.cluster == cluster,
-            resources.c.kind == kind,
-            resources.c.namespace == namespace,
-            resources.c.name == name,
-            resources.c.deleted.is_(False),
+        select(
+            resources.c.api_version,
+            resources.c.body,
+            resources.c.deleted,
+            resources.c.revision,
+            resources.c.updated_at,
         )
-        .limit(1)
+        .where(*conds)
+        .order_by(resources.c.api_version)
     )
     async with engine.connect() as conn:
-        body = await conn.scalar(stmt)
-    return dict(body) if body is not None else None
+        return list((await conn.execute(stmt)).all())
+
+
+def _only(rows: list[Any], ref: KindRef, namespace: str, name: str) -> Any:
+    """The one row of one apiVersion (the store holds one row per apiVersion and name)."""
+    if len(rows) > 1:
+        raise AmbiguousKind(ref, namespace, name, [r.api_version for r in rows])
+    return rows[0] if rows else None
+
+
+async def get_resource(
+    engine: AsyncEngine,
+    cluster: str,
+    ref: KindRef,
+    namespace: str,
+    name: str,
+    *,
+    api_version: str | None = None,
+) -> dict[str, Any] | None:
+    """The live object, None if there is none.
+
+    Raises `AmbiguousKind` when `ref` (and `api_version`) match live objects of several
+    apiVersions.
+    """
+    namespace = CLUSTER_SCOPED if namespace == "_" else namespace
+    rows = await _object_rows(engine, cluster, ref, namespace, name, api_version, live_only=True)
+    row = _only(rows, ref, namespace, name)
+    return dict(row.body) if row is not None else None
 
 
 async def cluster_rows(engine: AsyncEngine, name: str | None = None) -> list[dict[str, Any]]:
-    """Clusters with their live object counts per kind, ordered by name."""
+    """Clusters ordered by name, with their live object counts.
+
+    `kind_counts` counts per `KindKey`; `counts` is keyed for people (`kinds.count_keys`:
+    `Pod`, or `Event.events.k8s.io` beside a core `Event`).
+    """
     stmt = select(clusters).order_by(clusters.c.name)
     counts = (
-        select(resources.c.cluster, resources.c.kind, func.count())
+        select(resources.c.cluster, resources.c.api_version, resources.c.kind, func.count())
         .where(resources.c.deleted.is_(False))
-        .group_by(resources.c.cluster, resources.c.kind)
+        .group_by(resources.c.cluster, resources.c.api_version, resources.c.kind)
     )
     if name is not None:
         stmt = stmt.where(clusters.c.name == name)
         counts = counts.where(resources.c.cluster == name)
     async with engine.connect() as conn:
         rows = [dict(r._mapping) for r in await conn.execute(stmt)]
-        per_cluster: dict[str, dict[str, int]] = {}
-        for cluster, kind, count in await conn.execute(counts):
-            per_cluster.setdefault(cluster, {})[kind] = count
+        per_cluster: dict[str, dict[KindKey, int]] = {}
+        for cluster, api_version, kind, count in await conn.execute(counts):
+            per_cluster.setdefault(cluster, {})[KindKey(api_version, kind)] = count
     for row in rows:
-        row["counts"] = per_cluster.get(row["name"], {})
+        row["kind_counts"] = per_cluster.get(row["name"], {})
+        row["counts"] = count_keys(row["kind_counts"])
     return rows
 
 
@@ -320,6 +411,7 @@ async def changes_after(
 
 @dataclass(frozen=True, slots=True)
 class StoredObject:
+    kind: KindKey
     body: dict[str, Any]
     deleted: bool
     revision: int
@@ -327,24 +419,31 @@ class StoredObject:
 
 
 async def get_stored_object(
-    engine: AsyncEngine, cluster: str, kind: str, namespace: str, name: str
+    engine: AsyncEngine,
+    cluster: str,
+    ref: KindRef,
+    namespace: str,
+    name: str,
+    *,
+    api_version: str | None = None,
 ) -> StoredObject | None:
-    """An object as stored, tombstone included (the dashboard says it was deleted)."""
+    """An object as stored, tombstone included (the dashboard says it was deleted).
+
+    Live objects come before tombstones: `AmbiguousKind` is raised when `ref` matches live
+    objects of several apiVersions, or no live one and tombstones of several.
+    """
     namespace = CLUSTER_SCOPED if namespace == "_" else namespace
-    stmt = (
-        select(resources.c.body, resources.c.deleted, resources.c.revision, resources.c.updated_at)
-        .where(
-            resources.c.cluster == cluster,
-            resources.c.kind == kind,
-            resources.c.namespace == namespace,
-            resources.c.name == name,
-        )
-        .order_by(resources.c.deleted)  # a live object before a tombstone of another version
-        .limit(1)
+    rows = await _object_rows(engine, cluster, ref, namespace, name, api_version, live_only=False)
+    row = _only([r for r in rows if not r.deleted] or rows, ref, namespace, name)
+    if row is None:
+        return None
+    return StoredObject(
+        KindKey(row.api_version, ref.kind),
+        dict(row.body),
+        row.deleted,
+        row.revision,
+        row.updated_at,
     )
-    async with engine.connect() as conn:
-        row = (await conn.execute(stmt)).first()
-    return StoredObject(dict(row.body), row.deleted, row.revision, row.updated_at) if row else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,7 +455,13 @@ class HistoryEntry:
 
 
 async def object_history(
-    engine: AsyncEngine, cluster: str, kind: str, namespace: str, name: str, *, limit: int = 50
+    engine: AsyncEngine,
+    cluster: str,
+    kind: KindKey,
+    namespace: str,
+    name: str,
+    *,
+    limit: int = 50,
 ) -> list[HistoryEntry]:
     """The object's recent changes from the change log, newest first."""
     namespace = CLUSTER_SCOPED if namespace == "_" else namespace
@@ -364,7 +469,8 @@ async def object_history(
         select(changes.c.revision, changes.c.type, changes.c.at, changes.c.body)
         .where(
             changes.c.cluster == cluster,
-            changes.c.kind == kind,
+            changes.c.api_version == kind.api_version,
+            changes.c.kind == kind.kind,
             changes.c.namespace == namespace,
             changes.c.name == name,
         )
@@ -379,6 +485,22 @@ async def object_history(
         )
         for r in rows
     ]
+
+
+async def kind_versions(engine: AsyncEngine, cluster: str, kind: str) -> list[str]:
+    """The apiVersions of `kind` that live objects of the cluster have, in order."""
+    stmt = (
+        select(resources.c.api_version)
+        .where(
+            resources.c.cluster == cluster,
+            resources.c.kind == kind,
+            resources.c.deleted.is_(False),
+        )
+        .distinct()
+        .order_by(resources.c.api_version)
+    )
+    async with engine.connect() as conn:
+        return [v for (v,) in await conn.execute(stmt)]
 
 
 async def namespaces(engine: AsyncEngine, cluster: str) -> list[str]:

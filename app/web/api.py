@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse
 
 from app.store import queries, rejections
-from app.store.queries import MAX_LIMIT, BadCursor, ResourceQuery
-from app.web.deps import EngineDep, HubDep, QueryDep
+from app.store.queries import MAX_LIMIT, AmbiguousKind, BadCursor, ResourceQuery
+from app.web.deps import ApiVersionParam, EngineDep, HubDep, QueryDep, kind_ref
+from app.web.wire import iso_time
 
 router = APIRouter()
 
@@ -19,14 +19,11 @@ LimitParam = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")]
 ContinueParam = Annotated[str | None, Query(alias="continue", description="opaque cursor")]
 
 
-def _iso(ts: float) -> str | None:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z") if ts else None
-
-
 def over_quota(hub: HubDep) -> dict[str, dict[str, Any]]:
     """Clusters over their ingest quota now: since when (ISO) and how many messages dropped."""
     return {
-        name: {"since": _iso(o.since), "dropped": o.dropped} for name, o in hub.over_quota().items()
+        name: {"since": iso_time(o.since), "dropped": o.dropped}
+        for name, o in hub.over_quota().items()
     }
 
 
@@ -41,8 +38,8 @@ async def _clusters_json(hub: HubDep, rows: list[dict[str, Any]]) -> list[dict[s
             "name": r["name"],
             "labels": r["labels"],
             "online": r["online"],
-            "lastSeen": _iso(r["last_seen"]),
-            "firstSeen": _iso(r["first_seen"]),
+            "lastSeen": iso_time(r["last_seen"]),
+            "firstSeen": iso_time(r["first_seen"]),
             "servedBy": served.get(r["name"]),
             "agentVersion": r["agent_version"],
             "kinds": r["kinds"],
@@ -131,11 +128,28 @@ async def list_cluster_resources(
 
 @router.get("/clusters/{cluster}/resources/{kind}/{namespace}/{name}", tags=["resources"])
 async def get_cluster_resource(
-    cluster: str, kind: str, namespace: str, name: str, hub: HubDep, engine: EngineDep
+    cluster: str,
+    kind: str,
+    namespace: str,
+    name: str,
+    hub: HubDep,
+    engine: EngineDep,
+    api_version: ApiVersionParam = None,
 ) -> dict[str, Any]:
-    """One object; `_` as namespace for cluster-scoped kinds."""
+    """One object; `_` as namespace for cluster-scoped kinds.
+
+    `kind` is `Kind`, `Kind.group` (`Event.events.k8s.io`) or `Kind.` (the core group).
+    A bare `Kind` that matches objects of several apiVersions at this namespace/name
+    answers 409, naming them.
+    """
+    ref = kind_ref(kind, api_version)
     await _require_cluster(hub, engine, cluster)
-    body = await queries.get_resource(engine, cluster, kind, namespace, name)
+    try:
+        body = await queries.get_resource(
+            engine, cluster, ref, namespace, name, api_version=api_version
+        )
+    except AmbiguousKind as exc:
+        raise HTTPException(409, str(exc)) from None
     if body is None:
         raise HTTPException(404, f"{kind} {namespace}/{name} not found in cluster {cluster!r}")
     return body
@@ -163,7 +177,7 @@ async def list_rejections(
         before=int(cursor) if cursor is not None else None,
     )
     return {
-        "items": [{**r, "at": _iso(r["at"])} for r in page.items],
+        "items": [{**r, "at": iso_time(r["at"])} for r in page.items],
         "continue": str(page.next_before) if page.next_before is not None else None,
         "counts": dict(sorted(hub.ingest.stats.rejected.items())),
     }

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.hub.service import HubService
 from app.informer.selectors import FieldSelector, LabelSelector, SelectorError
+from app.store.kinds import KindRef
 from app.store.queries import ResourceQuery
 
 
@@ -25,11 +26,28 @@ HubDep = Annotated[HubService, Depends(get_hub)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 
 
+ApiVersionParam = Annotated[
+    str | None, Query(alias="apiVersion", description="e.g. apps/v1, events.k8s.io/v1, v1")
+]
+
+
+def kind_ref(text: str, api_version: str | None) -> KindRef:
+    """`Kind`, `Kind.group` or `Kind.` (core), consistent with `apiVersion`; else 400."""
+    try:
+        ref = KindRef.parse(text)
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
+    if api_version is not None and not ref.admits(api_version):
+        raise HTTPException(400, f"apiVersion {api_version!r} is not in the group of {ref}")
+    return ref
+
+
 def resource_query(
-    kind: Annotated[str | None, Query(description="e.g. Pod")] = None,
-    api_version: Annotated[
-        str | None, Query(alias="apiVersion", description="e.g. apps/v1")
+    kind: Annotated[
+        str | None,
+        Query(description="e.g. Pod; Event.events.k8s.io for one API group; Event. for core"),
     ] = None,
+    api_version: ApiVersionParam = None,
     namespace: str | None = None,
     label_selector: Annotated[
         str | None, Query(alias="labelSelector", description="e.g. app=web,env in (prod)")
@@ -38,9 +56,11 @@ def resource_query(
         str | None, Query(alias="fieldSelector", description="metadata.name / metadata.namespace")
     ] = None,
 ) -> ResourceQuery:
+    ref = kind_ref(kind, api_version) if kind else None  # `kind=` (empty): every kind
     try:
         return ResourceQuery(
-            kind=kind,
+            kind=ref.kind if ref else None,
+            group=ref.group if ref else None,
             api_version=api_version,
             namespace=namespace,
             labels=LabelSelector.parse(label_selector),

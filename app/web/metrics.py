@@ -39,11 +39,17 @@ async def metrics(hub: HubDep) -> str:
         {"": stats.changes},
     )
     metric(
+        "ti_ingest_relist_requests_total",
+        "counter",
+        "Resync requests sent to agents (a broken snapshot, a digest that differed, "
+        "a heartbeat from a cluster the database does not know).",
+        {"": stats.relists},
+    )
+    metric(  # no samples until something is rejected: a reason is known only then
         "ti_ingest_rejected_total",
         "counter",
         "Agent messages rejected, by reason.",
-        {f'{{reason="{_escape(r)}"}}': n for r, n in sorted(stats.rejected.items())}
-        or {'{reason="none"}': 0},
+        {f'{{reason="{_escape(r)}"}}': n for r, n in sorted(stats.rejected.items())},
     )
     metric(
         "ti_ingest_queued_messages",

@@ -6,6 +6,7 @@ Pages and the JSON API share `app.store.queries`; these routes only shape its re
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,12 +15,14 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from sse_starlette import EventSourceResponse
 
+from app.informer.objects import KindKey
 from app.informer.selectors import LabelSelector, SelectorError
 from app.store import queries, rejections
-from app.store.queries import ORDERS, BadCursor, Order, ResourceQuery
+from app.store.kinds import KindRef, count_key_filter, count_keys, kind_filter
+from app.store.queries import ORDERS, AmbiguousKind, BadCursor, Order, ResourceQuery
 from app.store.records import ChangeRecord
 from app.web import render
-from app.web.deps import HubDep, QueryDep
+from app.web.deps import ApiVersionParam, HubDep, QueryDep, kind_ref
 from app.web.live import FleetPulse, RenderCache, change_fragments, pulse_events
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
@@ -37,6 +40,7 @@ def build_templates() -> Jinja2Templates:
         age=render.age,
         status=render.status_summary,
         row_id=render.row_id,
+        count_filter=count_key_filter,
         event_time=render.event_time,
     )
     env.globals.update(
@@ -90,12 +94,14 @@ async def overview(
         served = await hub.registry.served_by([r["name"] for r in rows])
     except Exception:
         served = {}
-    kinds = sorted({k for r in rows for k in r["counts"]})
+    fleet: Counter[KindKey] = Counter()
+    for r in rows:
+        fleet.update(r["kind_counts"])
     totals = {
         "clusters": len(rows),
         "online": sum(1 for r in rows if r["online"]),
         "objects": sum(sum(r["counts"].values()) for r in rows),
-        "per_kind": {k: sum(r["counts"].get(k, 0) for r in rows) for k in kinds},
+        "per_kind": count_keys(fleet),  # keyed across the fleet, as a cluster's counts are
     }
     response = await render_page(
         request,
@@ -121,10 +127,19 @@ async def fleet_stream(request: Request) -> EventSourceResponse:
 # -- cluster view -----------------------------------------------------------------------
 
 
+def _view_query(query: ResourceQuery, cluster: str, q: str) -> ResourceQuery:
+    """The query of a cluster view. Its form sends `namespace=` for "all namespaces": a
+    view cannot ask for cluster-scoped objects only, as the JSON API's `namespace=` does."""
+    return dataclasses.replace(
+        query, cluster=cluster, namespace=query.namespace or None, name_contains=q or None
+    )
+
+
 def _filters(query: ResourceQuery, selector: str, field_selector: str) -> dict[str, str]:
     """The query string that reproduces a filtered view."""
     raw = {
-        "kind": query.kind,
+        "kind": str(KindRef(query.kind, query.group)) if query.kind else None,
+        "apiVersion": query.api_version,
         "namespace": query.namespace,
         "labelSelector": selector,
         "fieldSelector": field_selector,
@@ -146,7 +161,7 @@ async def cluster_view(
     rows = await queries.cluster_rows(hub.engine, cluster)
     if not rows:
         raise HTTPException(404, f"unknown cluster {cluster!r}")
-    query = dataclasses.replace(query, cluster=cluster, name_contains=q or None)
+    query = _view_query(query, cluster, q)
     try:
         page = await queries.list_resources(
             hub.engine, query, limit=PAGE_SIZE, cursor=cursor, order=sort
@@ -184,7 +199,7 @@ async def row_stream(
     request: Request, hub: HubDep, query: QueryDep, cluster: str, since: int, q: str = ""
 ) -> EventSourceResponse:
     """Table rows of one cluster view as htmx out-of-band swaps."""
-    query = dataclasses.replace(query, cluster=cluster, name_contains=q or None)
+    query = _view_query(query, cluster, q)
     template = templates_of(request).get_template("_row_live.html")
     cache = _cache(request)
 
@@ -201,12 +216,28 @@ async def row_stream(
 
 @router.get("/ui/clusters/{cluster}/{kind}/{namespace}/{name}", response_class=HTMLResponse)
 async def object_view(
-    request: Request, cluster: str, kind: str, namespace: str, name: str, hub: HubDep
+    request: Request,
+    cluster: str,
+    kind: str,
+    namespace: str,
+    name: str,
+    hub: HubDep,
+    api_version: ApiVersionParam = None,
 ) -> HTMLResponse:
-    stored = await queries.get_stored_object(hub.engine, cluster, kind, namespace, name)
+    """One object, named as in the JSON API (`Kind`, `Kind.group`, `Kind.`, `?apiVersion=`)."""
+    ref = kind_ref(kind, api_version)
+    try:
+        stored = await queries.get_stored_object(
+            hub.engine, cluster, ref, namespace, name, api_version=api_version
+        )
+    except AmbiguousKind as exc:
+        raise HTTPException(409, str(exc)) from None
     if stored is None:
         raise HTTPException(404, f"{kind} {namespace}/{name} not found in cluster {cluster!r}")
-    history = await queries.object_history(hub.engine, cluster, kind, namespace, name)
+    found = stored.kind
+    history = await queries.object_history(hub.engine, cluster, found, namespace, name)
+    versions = await queries.kind_versions(hub.engine, cluster, found.kind)
+    collides = bool(set(versions) - {found.api_version})
     return await render_page(
         request,
         hub,
@@ -215,7 +246,8 @@ async def object_view(
         obj=stored.body,
         stored=stored,
         history=history,
-        kind=kind,
+        kind=found.kind,
+        kind_filter=kind_filter(found, collides),
         namespace=namespace,
     )
 

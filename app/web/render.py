@@ -17,9 +17,13 @@ import yaml
 from markupsafe import Markup, escape
 
 
-def row_id(cluster: str, kind: str, namespace: str, name: str) -> str:
-    """A DOM id for an object's table row, stable across renders and streams."""
-    digest = hashlib.sha1(f"{cluster}/{kind}/{namespace}/{name}".encode()).hexdigest()[:16]
+def row_id(cluster: str, api_version: str, kind: str, namespace: str, name: str) -> str:
+    """A DOM id for an object's table row, stable across renders and streams.
+
+    The apiVersion is part of it: `v1` and `events.k8s.io/v1` Events may share a name.
+    """
+    key = f"{cluster}/{api_version}/{kind}/{namespace}/{name}"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
     return f"r-{digest}"
 
 

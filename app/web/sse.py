@@ -1,14 +1,39 @@
 """`GET /stream`: changes as Server-Sent Events, resumable without loss.
 
-Each event is `event: ADDED|MODIFIED|DELETED`, `id: <revision>`, `data: {cluster, object}`.
-A client resuming with `Last-Event-ID` (or `?resourceVersion=`) gets every matching change
-after that revision exactly once: it is subscribed to live changes first, then the change
-log is replayed, then live changes newer than the replay follow. A revision older than the
-retained log gets `event: RESET` (Kubernetes' 410 Gone): re-list, then stream from the
-list's resourceVersion. A client without a revision starts at the current one, announced by
-an `event: BOOKMARK` whose id it will resume from. A client too slow for the live feed is
-disconnected; it resumes from its Last-Event-ID out of the log. Cluster online/offline
-changes come as `event: CLUSTER` (no id: they are not in the change log).
+Where a stream starts is the `Last-Event-ID` header, else `?resourceVersion=` (the header
+wins when both are given):
+
+- none, or empty: an `event: BOOKMARK` whose id is the current revision, then live changes.
+  Browsers reconnecting after a failed connection send none, and get this fresh start.
+- a revision R that the retained log still covers (R >= its oldest revision - 1) and that is
+  not above the current one: every matching change after R exactly once. The stream
+  subscribes to live changes first, replays the change log after R, then sends the live
+  changes newer than the replay.
+- R older than the retained log, or newer than the current revision (a revision from the
+  future, so from another database's history, e.g. a hub whose database was replaced): one
+  `event: RESET` carrying the current revision, and the stream ends. This is Kubernetes'
+  410 Gone: re-list, then stream from the list's resourceVersion. Streaming on from a
+  future R would silently skip every change up to it.
+- anything but ASCII decimal digits (`abc`, `-1`, `1.5`): 400 with a JSON `detail`, before
+  any event.
+
+Events; `data` is one line of JSON (the TypedDicts of `app.web.wire`):
+
+    event                       id                    data
+    ADDED, MODIFIED, DELETED    the change's revision {"cluster": "prod-1", "object": {...}}
+    BOOKMARK                    the current revision  {}
+    RESET                       none                  {"resourceVersion": "1234"}
+    CLUSTER                     none                  {"cluster": "prod-1", "online": true,
+                                                       "lastSeen": "2026-11-26T04:20:00.1Z"}
+
+- `object` is the Kubernetes object as stored after the change. For `DELETED` it is the final
+  state the agent reported, or, when a relist found the object gone, its last stored state.
+- `RESET`'s `resourceVersion` is the current revision, as a decimal string.
+- `CLUSTER` reports a cluster going online or offline. It has no id because it is not in
+  the change log, and of the filters only `cluster` applies to it. `lastSeen` is ISO 8601
+  UTC as in `GET /clusters`, null if the cluster was never seen.
+- A client too slow for the live feed is disconnected; it resumes from its Last-Event-ID
+  out of the log.
 """
 
 from __future__ import annotations
@@ -27,6 +52,7 @@ from app.store import queries
 from app.store.queries import ResourceQuery
 from app.store.records import ChangeRecord, ClusterStatus
 from app.web.deps import HubDep, QueryDep
+from app.web.wire import ChangeData, ClusterData, ResetData, iso_time
 
 router = APIRouter()
 
@@ -35,15 +61,22 @@ SEND_TIMEOUT_S = 30
 
 
 def change_event(change: ChangeRecord) -> ServerSentEvent:
-    data = orjson.dumps({"cluster": change.cluster, "object": change.body}).decode()
-    return ServerSentEvent(data=data, event=change.type, id=str(change.revision))
+    data = ChangeData(cluster=change.cluster, object=change.body)
+    return ServerSentEvent(
+        data=orjson.dumps(data).decode(), event=change.type, id=str(change.revision)
+    )
 
 
 def cluster_event(status: ClusterStatus) -> ServerSentEvent:
-    data = orjson.dumps(
-        {"cluster": status.name, "online": status.online, "lastSeen": status.last_seen}
-    ).decode()
-    return ServerSentEvent(data=data, event="CLUSTER")
+    data = ClusterData(
+        cluster=status.name, online=status.online, lastSeen=iso_time(status.last_seen)
+    )
+    return ServerSentEvent(data=orjson.dumps(data).decode(), event="CLUSTER")
+
+
+def reset_event(current: int) -> ServerSentEvent:
+    data = ResetData(resourceVersion=str(current))
+    return ServerSentEvent(data=orjson.dumps(data).decode(), event="RESET")
 
 
 def _since(last_event_id: str | None, resource_version: str | None) -> int | None:
@@ -76,10 +109,7 @@ async def _events(
             current = await queries.current_revision(hub.engine)
             trimmed = since < current and (oldest is None or since < oldest - 1)
             if trimmed or since > current:  # too old, or from another database's history
-                yield ServerSentEvent(
-                    data=orjson.dumps({"resourceVersion": str(current)}).decode(),
-                    event="RESET",
-                )
+                yield reset_event(current)
                 return
             last = since
             while True:

@@ -246,3 +246,77 @@ async def test_workload_form_validates_previews_creates_and_deletes(
 async def _available(hub: LiveHub) -> bool:
     doc = await hub.get("/workloads/web")
     return [c["state"] for c in doc["clusters"]] == ["Available"]
+
+
+def _object_links(page: str) -> list[str]:
+    return re.findall(r'<th scope="row"><a href="([^"]+)">', page)
+
+
+async def test_objects_of_colliding_kinds_link_to_themselves(two_events_hub: LiveHub) -> None:
+    page = await html(two_events_hub, "/ui/clusters/c1", kind="Event")
+    links = sorted(link for link in _object_links(page) if "/default/x" in link)
+    assert links == [
+        "/ui/clusters/c1/Event/default/x?apiVersion=events.k8s.io%2Fv1",
+        "/ui/clusters/c1/Event/default/x?apiVersion=v1",
+    ]
+    group, core = [await html(two_events_hub, link) for link in links]
+    assert "uid <code>grp-x</code>" in group and "uid <code>core-x</code>" in core
+    await html(two_events_hub, "/ui/clusters/c1/Event/default/x", 409)
+
+
+async def test_rows_of_colliding_kinds_have_ids_of_their_own_that_live_rows_reuse(
+    two_events_hub: LiveHub,
+) -> None:
+    page = await html(two_events_hub, "/ui/clusters/c1", kind="Event")
+    ids = set(re.findall(r'<tr id="([^"]+)"', page))
+    assert len(ids) == 3
+    params = {"cluster": "c1", "since": "0", "kind": "Event"}
+    async with two_events_hub.http.stream("GET", "/ui/stream/rows", params=params) as response:
+        replayed = await SseReader(response).next(3)  # the three ADDED, one a message
+    assert {re.findall(r'<tr id="([^"]+)"', row["data"])[0] for row in replayed} == ids
+
+
+async def test_counts_of_colliding_kinds_link_to_the_objects_they_count(
+    two_events_hub: LiveHub,
+) -> None:
+    overview = await html(two_events_hub, "/")
+    counts = re.findall(
+        r'<a href="/ui/clusters/(c\d)\?kind=([^"]+)"><b>(\d+)</b> ([^<]+)</a>', overview
+    )
+    assert counts == [
+        ("c1", "Event.", "2", "Event"),
+        ("c1", "Event.events.k8s.io", "1", "Event.events.k8s.io"),
+        ("c1", "Pod", "1", "Pod"),
+        ("c2", "Event", "1", "Event"),
+    ]
+    for cluster, kind, n, _key in counts:
+        listed = await html(two_events_hub, f"/ui/clusters/{cluster}", kind=kind)
+        assert len(_object_links(listed)) == int(n)
+    dropdown = await html(two_events_hub, "/ui/clusters/c1", kind="Event.")
+    assert '<option value="Event." selected>Event (2)</option>' in dropdown
+    assert '<option value="Event.events.k8s.io" >Event.events.k8s.io (1)</option>' in dropdown
+
+
+async def test_an_object_page_links_to_its_own_kind_and_json(two_events_hub: LiveHub) -> None:
+    core = await html(two_events_hub, "/ui/clusters/c1/Event./default/x")
+    assert '<a href="/ui/clusters/c1?kind=Event.">Event</a>' in core
+    assert 'href="/clusters/c1/resources/Event/default/x?apiVersion=v1"' in core
+    group = await html(two_events_hub, "/ui/clusters/c1/Event.events.k8s.io/default/x")
+    assert '<a href="/ui/clusters/c1?kind=Event.events.k8s.io">Event</a>' in group
+    json_link = re.search(r'href="(/clusters/c1/resources/[^"]+)"', group)
+    assert json_link is not None
+    response = await two_events_hub.http.get(json_link[1])
+    assert response.json()["metadata"]["uid"] == "grp-x"
+    pod = await html(two_events_hub, "/ui/clusters/c1/Pod/default/p")
+    assert '<a href="/ui/clusters/c1?kind=Pod">Pod</a>' in pod
+
+
+async def test_the_cluster_views_all_kinds_and_all_namespaces_choices_filter_nothing(
+    two_events_hub: LiveHub,
+) -> None:
+    # what the filter form sends when "all kinds" and "all namespaces" are chosen
+    form = "kind=&namespace=&labelSelector=&q=&sort=name"
+    page = await html(two_events_hub, f"/ui/clusters/c1?{form}")
+    assert len(_object_links(page)) == 4
+    pods = await html(two_events_hub, f"/ui/clusters/c1?{form.replace('kind=', 'kind=Pod')}")
+    assert _object_links(pods) == ["/ui/clusters/c1/Pod/default/p?apiVersion=v1"]

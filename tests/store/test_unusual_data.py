@@ -14,6 +14,7 @@ from app.informer.deltas import Upsert
 from app.informer.objects import WatchEvent
 from app.informer.selectors import LabelSelector
 from app.store import queries
+from app.store.kinds import KindRef
 from app.store.errors import is_data_error
 from app.store.queries import ResourceQuery
 from app.store.records import RejectionRecord
@@ -35,7 +36,7 @@ async def test_an_object_holding_nul_round_trips_exactly(engine: AsyncEngine) ->
     writer = InventoryWriter(engine)
     applied = await writer.apply([Upsert("c1", WatchEvent.of("ADDED", obj, encode=True))])
     assert applied.changes[0].body == obj
-    stored = await queries.get_resource(engine, "c1", "ConfigMap", "default", "cfg")
+    stored = await queries.get_resource(engine, "c1", KindRef("ConfigMap"), "default", "cfg")
     assert stored == obj
     page = await queries.list_resources(engine, ResourceQuery(cluster="c1", kind="ConfigMap"))
     assert page.items == [obj]

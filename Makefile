@@ -27,6 +27,7 @@ test: $(STAMP) mosquitto-installed
 bench: $(STAMP) mosquitto-installed
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/dashboards.py
+	$(BIN)/python bench/flood.py
 
 check: $(STAMP)
 	$(BIN)/ruff format --check app tests bench

@@ -65,7 +65,7 @@ class Mosquitto:
             f"persistence_location {self.data_dir}/",
             "autosave_interval 1",
             "max_queued_messages 1000000",
-            "max_inflight_messages 1000",
+            "max_inflight_messages 0",
             "max_packet_size 2097152",
             "log_dest stderr",
             "log_type error",

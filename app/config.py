@@ -35,8 +35,13 @@ class HubSettings(CommonSettings):
     checkpoint_interval_s: float = 1.0
     """SQLite only: how often the write-ahead log is checkpointed, off the commit path."""
     offline_after_heartbeats: float = 3.0
-    receive_maximum: int = 1000
-    """Unacknowledged messages the broker may send the hub at once (MQTT 5 receive-maximum)."""
+    receive_maximum: int = 65535
+    """Unacknowledged messages the broker may send the hub at once (MQTT 5 receive-maximum).
+    High on purpose: mosquitto 2.0.11 reorders one publisher's messages once it has to queue
+    them behind a full window; the hub bounds its intake itself (`ingest_max_queued_*`)."""
+    ingest_max_queued_messages: int = 20_000
+    ingest_max_queued_bytes: int = 256 * 1024 * 1024
+    """Received, uncommitted messages the hub holds before it stops reading from the broker."""
     quota_messages_per_s: float = 1000.0
     """Per cluster: messages a second the hub takes; beyond it (and the burst) they are
     dropped unparsed and the cluster relists once calm (`app/hub/quota.py`)."""

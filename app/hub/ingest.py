@@ -16,8 +16,10 @@
 - After a commit it fans the changes out to the feed, renews the registry's claims, and
   asks agents to relist what needs it, through `RelistLimiter`.
 
-Messages of one cluster are applied in the order they arrived. The queues are bounded by
-the broker: with manual acks it sends at most `receive_maximum` unacknowledged messages.
+Messages of one cluster are applied in the order they arrived. The queues are bounded
+here, not by the broker (mosquitto 2.0.11 does not keep to the hub's receive-maximum): past
+`max_queued_messages` or `max_queued_bytes` the hub stops reading from the broker until half
+of it is applied (`backpressure`).
 """
 
 from __future__ import annotations
@@ -145,6 +147,8 @@ class Ingest:
         quota: ClusterQuota | None = None,
         relists: RelistLimiter | None = None,
         dead_letters: DeadLetters | None = None,
+        max_queued_messages: int = 20_000,
+        max_queued_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self._on_workload_messages = on_workload_messages
         self._source = source
@@ -161,6 +165,12 @@ class Ingest:
         self._turns: deque[str] = deque()
         """Clusters with queued messages, in the order they get their next turn."""
         self._queued = 0
+        self._queued_bytes = 0
+        self._max_queued = (max_queued_messages, max_queued_bytes)
+        self.backpressure: Callable[[bool], None] = lambda _paused: None
+        """Told True when the queue passes its bound (stop reading from the broker) and
+        False once it is below half of it again."""
+        self.paused = False
         self._writing: list[_Pending] = []
         """The batch being committed, oldest message first."""
         self._ready = asyncio.Event()
@@ -363,6 +373,12 @@ class Ingest:
             self._turns.append(cluster)
         queue.append(pending)
         self._queued += 1
+        self._queued_bytes += pending.size
+        if not self.paused and (
+            self._queued >= self._max_queued[0] or self._queued_bytes >= self._max_queued[1]
+        ):
+            self.paused = True
+            self.backpressure(True)
         self._ready.set()
         await done
 
@@ -382,6 +398,14 @@ class Ingest:
             else:
                 del self._queues[cluster]
         self._queued -= len(batch)
+        self._queued_bytes -= sum(p.size for p in batch)
+        if (
+            self.paused
+            and self._queued < self._max_queued[0] // 2
+            and self._queued_bytes < self._max_queued[1] // 2
+        ):
+            self.paused = False
+            self.backpressure(False)
         if not self._turns:
             self._ready.clear()  # refusals set it again; the loop also wakes every second
         return batch

@@ -89,6 +89,8 @@ class HubService:
             lease_heartbeats=settings.offline_after_heartbeats,
             on_workload_messages=self.dispatcher.on_agent_messages,
             quota=quota,
+            max_queued_messages=settings.ingest_max_queued_messages,
+            max_queued_bytes=settings.ingest_max_queued_bytes,
         )
         self.link = MqttLink(
             LinkOptions(
@@ -100,6 +102,7 @@ class HubService:
             ),
             self.ingest.handle,
         )
+        self.ingest.backpressure = self._backpressure
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> HubService:
@@ -131,6 +134,17 @@ class HubService:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._stack.__aexit__(et, e, tb)
+
+    def _backpressure(self, paused: bool) -> None:
+        if paused:
+            log.warning(
+                "ingest holds %d messages: not reading from the broker until it catches up",
+                self.ingest.queued,
+            )
+            self.link.pause_reading()
+        else:
+            log.info("ingest caught up: reading from the broker again")
+            self.link.resume_reading()
 
     async def _publish(self, topic: str, payload: bytes) -> None:
         await self.link.publish(topic, payload)

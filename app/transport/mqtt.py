@@ -9,12 +9,16 @@
   that raises sends no ack; the broker redelivers on the next connection.
 - Reconnect with exponential backoff and full jitter, forever, until the link is closed.
   Subscriptions are (re)made on every connect.
+- Backpressure on the receiving side: `pause_reading` stops reading the socket (TCP flow
+  control) until `resume_reading`, across reconnects. A consumer must not rely on the
+  broker honouring its receive-maximum: mosquitto 2.0.11 (Debian 12) does not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -140,6 +144,8 @@ class MqttLink:
         self.on_connect: Callable[[], None] | None = None
         """Called after every (re)connect, once subscriptions are requested."""
         self._client = self._build_client()
+        self._paused = False
+        self._keeper: asyncio.Task[None] | None = None
 
     def _build_client(self) -> Any:
         opts = self.options
@@ -188,10 +194,48 @@ class MqttLink:
     ) -> None:
         await self.close()
 
+    @property
+    def reading_paused(self) -> bool:
+        return self._paused
+
+    def pause_reading(self) -> None:
+        """Stop reading from the broker until `resume_reading` (kept across reconnects).
+        Writes (acks, pings, publishes) go on; the link's own keepalive check, which
+        counts bytes read, is told the silence is ours."""
+        if self._paused:
+            return
+        self._paused = True
+        self._apply_pause()
+        self._keeper = asyncio.ensure_future(self._keep_alive_while_paused())
+
+    def resume_reading(self) -> None:
+        if not self._paused:
+            return
+        self._paused = False
+        if self._keeper is not None:
+            self._keeper.cancel()
+            self._keeper = None
+        self._apply_pause()
+
+    def _apply_pause(self) -> None:
+        transport = getattr(self._client._connection, "_transport", None)
+        if transport is not None and not transport.is_closing():
+            (transport.pause_reading if self._paused else transport.resume_reading)()
+
+    async def _keep_alive_while_paused(self) -> None:
+        while True:
+            connection = self._client._connection
+            if connection is not None:
+                connection._last_data_in = time.monotonic()
+            await asyncio.sleep(1.0)
+
     async def close(self) -> None:
         if self._state.closed:
             return
         self._state.closed = True
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
         if self._connector:
             self._connector.cancel()
             await asyncio.gather(self._connector, return_exceptions=True)
@@ -230,6 +274,8 @@ class MqttLink:
             client.subscribe(topic, qos=QOS)
         self._state.connects += 1
         self._state.connected.set()
+        if self._paused:
+            self._apply_pause()  # a new connection, a new transport
         log.info("connected to %s as %s", self.options.url, self.options.client_id)
         if self.on_connect:
             self.on_connect()

@@ -58,6 +58,12 @@ async def metrics(hub: HubDep) -> str:
         {"": hub.ingest.queued},
     )
     metric(
+        "ti_ingest_reading_paused",
+        "gauge",
+        "1 while the hub does not read from the broker (its queue is at its bound).",
+        {"": 1 if hub.ingest.paused else 0},
+    )
+    metric(
         "ti_ingest_oldest_queued_seconds",
         "gauge",
         "Age of the oldest message waiting for its batch.",

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import orjson
 
 from app.broker import Mosquitto
 from app.transport import topics
@@ -218,3 +219,49 @@ async def test_values_the_protocol_leaves_open_are_checked(
         assert topic_row["cluster"] == "Not_A_Name"
         cluster = await hub.get("/clusters/prod-1")
         assert cluster["online"] is True  # the last valid hello stands
+
+
+async def test_a_backlog_is_applied_in_order_and_bounded_by_backpressure(
+    broker: Mosquitto, tmp_path: Any
+) -> None:
+    """While writes are blocked the hub stops reading at its bound; afterwards every change
+    of the backlog is in the change log, in order (none lost to a reordering broker)."""
+    url = f"sqlite:///{tmp_path}/h.db"
+    count = 2000  # sent while writes are blocked, and as many again while the hub catches up
+    async with (
+        live_hub(
+            broker_url=broker.url,
+            database_url=url,
+            ingest_max_queued_messages=500,
+            quota_messages_per_s=1e6,
+            quota_message_burst=1e6,
+        ) as hub,
+        RawAgent(broker.url, "busy") as agent,
+    ):
+        await agent.hello("v1/ConfigMap")
+        await wait_until(lambda: known(hub, "busy"), what="busy known")
+        async with writes_blocked(url):
+            for rv in range(1, count + 1):
+                await agent.events(("MODIFIED", config_map("hot", rv)))
+            await wait_until(lambda: _true(hub.hub.link.reading_paused), what="reading paused")
+            assert 500 <= hub.hub.ingest.queued < 1000
+            assert await metric(hub, "ti_ingest_reading_paused") == 1
+        for rv in range(count + 1, 2 * count + 1):
+            await agent.events(("MODIFIED", config_map("hot", rv)))
+        count *= 2
+        await wait_until(
+            lambda: _stored_rv(hub, "busy", "hot", count), within=30, what="backlog applied"
+        )
+        assert not hub.hub.link.reading_paused
+        params = {"cluster": "busy", "resourceVersion": "0"}
+        async with hub.http.stream("GET", "/stream", params=params) as response:
+            events = await SseReader(response).next(count)
+        rvs = [
+            int(orjson.loads(e["data"])["object"]["metadata"]["resourceVersion"]) for e in events
+        ]
+        assert rvs == list(range(1, count + 1))
+
+
+async def _stored_rv(hub: LiveHub, cluster: str, name: str, rv: int) -> bool:
+    obj = await stored(hub, cluster, "ConfigMap", name)
+    return obj is not None and obj["metadata"]["resourceVersion"] == str(rv)

@@ -14,8 +14,8 @@ from app.informer.deltas import Upsert
 from app.informer.objects import WatchEvent
 from app.informer.selectors import LabelSelector
 from app.store import queries
-from app.store.kinds import KindRef
 from app.store.errors import is_data_error
+from app.store.kinds import KindRef
 from app.store.queries import ResourceQuery
 from app.store.records import RejectionRecord
 from app.store.rejections import list_rejections, trim_rejections

@@ -57,6 +57,9 @@ class AgentSettings(CommonSettings):
     buffer and relists everything on reconnect."""
     chunk_bytes: int = 128 * 1024
     max_inflight: int = 16
+    debug_truth_port: int | None = None
+    """Sim source only, a debugging aid: serve the simulated cluster's state (every object's
+    uid and resourceVersion) as JSON at `GET /truth` on 127.0.0.1:<port>. Off when unset."""
 
     model_config = SettingsConfigDict(env_prefix="TI_", extra="ignore", populate_by_name=True)
 

@@ -33,16 +33,12 @@ sys.path.insert(0, str(ROOT))  # the fault harness lives in tests/faults
 
 from tests.faults.runner import RowResult, markdown_table, run_row  # noqa: E402
 from tests.faults.scenarios import MATRIX, Row  # noqa: E402
-from tests.faults.testbed import BedParams  # noqa: E402
+from tests.faults.testbed import QUICK, BedParams  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "faults.json"
-QUICK = BedParams(
-    objects=1000, rate=60.0, resync_s=4.0, margin_s=16.0, warm_s=2.0, fault_s=4.0, after_s=2.0
-)
-"""The size `make test` runs its subset at (tests/faults/test_matrix.py)."""
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[BedParams, list[Row], Path]:
+def parse_args(argv: Sequence[str] | None) -> tuple[BedParams, list[Row], Path, Path | None]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default="", help="comma-separated substrings of row ids")
     parser.add_argument("--list", action="store_true", help="list the row ids and exit")
@@ -55,6 +51,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[BedParams, list[Row], Path]:
     parser.add_argument("--fault-s", type=float, help="how long each fault lasts, s")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--keep", type=Path, help="keep each row's logs and files under this dir")
     args = parser.parse_args(argv)
     if args.list:
         for row in MATRIX:
@@ -75,7 +72,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[BedParams, list[Row], Path]:
     rows = [row for row in MATRIX if not wanted or any(w in row.id for w in wanted)]
     if not rows:
         parser.error(f"no row matches {args.rows!r} (see --list)")
-    return params, rows, args.out
+    return params, rows, args.out, args.keep
 
 
 def machine_info() -> dict[str, Any]:
@@ -108,13 +105,16 @@ async def run_matrix(params: BedParams, rows: list[Row], work: Path) -> list[Row
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    params, rows, out = parse_args(argv)
+    params, rows, out, keep = parse_args(argv)
     document: dict[str, Any] = {
         "params": {**dataclasses.asdict(params), "deadline_s": params.deadline_s},
         "machine": machine_info(),
     }
-    with tempfile.TemporaryDirectory(prefix="ti-faults-") as work:
-        results = asyncio.run(run_matrix(params, rows, Path(work)))
+    if keep is not None:
+        results = asyncio.run(run_matrix(params, rows, keep))
+    else:
+        with tempfile.TemporaryDirectory(prefix="ti-faults-") as work:
+            results = asyncio.run(run_matrix(params, rows, Path(work)))
     document["rows"] = [r.as_json() for r in results]
     document["summary"] = {
         "rows": len(results),

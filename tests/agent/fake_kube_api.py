@@ -511,13 +511,31 @@ class FakeKubeApi:
         timeout_s = float(request.query.get("timeoutSeconds", "3600"))
         deadline = asyncio.get_running_loop().time() + timeout_s
         position = bisect.bisect_right([c.rv for c in self._history], start_rv)
+        try:
+            await self._stream(response, resource, start_rv, position, bookmarks, deadline)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away (an agent killed by a test, say)
+        return response
+
+    async def _stream(
+        self,
+        response: web.StreamResponse,
+        resource: FakeResource,
+        start_rv: int,
+        position: int,
+        bookmarks: bool,
+        deadline: float,
+    ) -> None:
+        """Send history from `position` on until the watch ends, expires or times out."""
+        expired = _status(410, "Expired", f"too old resource version: {start_rv}")
         expire_epoch, end_epoch = self._expire_epoch, self._end_epoch
         lost = start_rv < self._compacted_rv
         while True:
             wakeup = self._wakeup
             if lost or self._expire_epoch != expire_epoch:
                 await response.write(orjson.dumps({"type": "ERROR", "object": expired}) + b"\n")
-                break
+                return
             if not self._paused:
                 for change in self._history[position:]:
                     event = self._event_for(change, resource, bookmarks)
@@ -525,14 +543,12 @@ class FakeKubeApi:
                         await response.write(orjson.dumps(event) + b"\n")
                 position = len(self._history)
             if self._end_epoch != end_epoch:
-                break
+                return
             try:
                 async with asyncio.timeout_at(deadline):
                     await wakeup.wait()
             except TimeoutError:
-                break
-        await response.write_eof()
-        return response
+                return
 
     async def _reached(self, rv: int) -> bool:
         """Whether the counter reaches `rv` within TOO_LARGE_WAIT_S."""

@@ -1,21 +1,22 @@
 """What the hub says about itself while a fault lasts, against what it is doing.
 
-Every `every_s` a `Probe` samples, concurrently and each with a timeout:
-- `GET /readyz`: status and checks (or no answer);
+A `Probe` runs three independent loops (so one hanging request does not hold up the others),
+each every `every_s` and each request with a timeout:
+- `GET /readyz`: ready or not, and its checks (or no answer);
 - a REST read, `GET /clusters/<c>/resources?limit=1`: status and latency;
-- `GET /metrics`: write transactions so far and messages queued for ingest;
-- the hub's log: how many "writing a batch failed" lines appeared since the last sample.
-`findings` turns the samples of the fault window into what an operator would want to know:
-ready while writes fail or ingest is stalled, REST reads failing or hanging.
+- ingest: `GET /metrics` (write transactions so far, messages queued for ingest) and the
+  hub's log (new "writing a batch failed" lines).
+`findings` judges the fault window: /readyz saying ready while ingest was failing (writes
+failing, or stalled with messages queued), REST reads failing or hanging, /readyz hanging.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -23,90 +24,107 @@ from types import TracebackType
 import httpx
 
 TIMEOUT_S = 3.0
-FAILED_WRITE = "writing a batch failed"
+FAILED_WRITE = b"writing a batch failed"
 METRIC = re.compile(r"^(ti_ingest_batches_total|ti_ingest_queued_messages)\s+([0-9.]+)$", re.M)
 
 
-@dataclass
-class Sample:
+@dataclass(frozen=True, slots=True)
+class Ready:
     at: float
     ready: bool | None
-    """None: /readyz did not answer."""
-    ready_s: float
-    checks: dict[str, bool]
-    rest_status: int | None
-    """None: no answer within TIMEOUT_S (or the hub is down)."""
-    rest_s: float
+    """None: no answer (`took` tells a hang from a refused connection)."""
+    took: float
+    failed_checks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rest:
+    at: float
+    status: int | None
+    took: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ingest:
+    at: float
     batches: float | None
     queued: float | None
     failed_writes: int
+    """New "writing a batch failed" lines since the previous sample."""
 
 
 class Probe:
     def __init__(self, base_url: str, cluster: str, hub_log: Path, *, every_s: float = 0.5) -> None:
-        self.samples: list[Sample] = []
+        self.ready: list[Ready] = []
+        self.rest: list[Rest] = []
+        self.ingest: list[Ingest] = []
         self._base_url = base_url
         self._cluster = cluster
         self._log = hub_log
         self._log_offset = hub_log.stat().st_size if hub_log.exists() else 0
         self._every_s = every_s
-        self._task: asyncio.Task[None] | None = None
-        self._window: tuple[float, float] | None = None
-        self._started = time.monotonic()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._window = (0.0, float("inf"))
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT_S)
 
     async def __aenter__(self) -> Probe:
-        self._task = asyncio.create_task(self._run())
+        loops = (self._sample_ready, self._sample_rest, self._sample_ingest)
+        self._tasks = [asyncio.create_task(self._every(loop)) for loop in loops]
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._http.aclose()
 
     def fault_window(self, start: float, end: float) -> None:
-        """The span (monotonic seconds) whose samples `findings` judges."""
-        self._window = (start - self._started, end - self._started)
+        """The span (time.monotonic) whose samples `findings` judges."""
+        self._window = (start, end)
 
-    async def _run(self) -> None:
-        async with httpx.AsyncClient(base_url=self._base_url, timeout=TIMEOUT_S) as http:
-            while True:
-                self.samples.append(await self._sample(http))
-                await asyncio.sleep(self._every_s)
+    async def _every(self, sample: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await sample()
+            await asyncio.sleep(self._every_s)
 
-    async def _sample(self, http: httpx.AsyncClient) -> Sample:
-        at = time.monotonic() - self._started
-        ready, rest, metrics = await asyncio.gather(
-            self._get(http, "/readyz"),
-            self._get(http, f"/clusters/{self._cluster}/resources", limit=1),
-            self._get(http, "/metrics"),
-        )
-        ready_body = _json_or_empty(ready[0])
-        values = dict(METRIC.findall(metrics[0].text)) if metrics[0] is not None else {}
-        return Sample(
-            at=at,
-            ready=bool(ready_body.get("ready")) if ready[0] is not None else None,
-            ready_s=ready[1],
-            checks=ready_body.get("checks", {}),
-            rest_status=rest[0].status_code if rest[0] is not None else None,
-            rest_s=rest[1],
-            batches=float(values["ti_ingest_batches_total"]) if values else None,
-            queued=float(values["ti_ingest_queued_messages"]) if values else None,
-            failed_writes=self._new_failed_writes(),
-        )
-
-    @staticmethod
-    async def _get(
-        http: httpx.AsyncClient, path: str, **params: int
-    ) -> tuple[httpx.Response | None, float]:
+    async def _get(self, path: str, **params: int) -> tuple[httpx.Response | None, float]:
         started = time.monotonic()
         try:
-            response = await http.get(path, params=params)
+            response = await self._http.get(path, params=params)
         except httpx.HTTPError:
             return None, time.monotonic() - started
         return response, time.monotonic() - started
+
+    async def _sample_ready(self) -> None:
+        at = time.monotonic()
+        response, took = await self._get("/readyz")
+        body: dict[str, object] = {}
+        with contextlib.suppress(ValueError, AttributeError):
+            body = response.json() if response is not None else {}
+        checks = body.get("checks") if isinstance(body.get("checks"), dict) else {}
+        failed = tuple(sorted(k for k, ok in checks.items() if not ok))  # type: ignore[union-attr]
+        ready = bool(body.get("ready")) if response is not None else None
+        self.ready.append(Ready(at, ready, took, failed))
+
+    async def _sample_rest(self) -> None:
+        at = time.monotonic()
+        response, took = await self._get(f"/clusters/{self._cluster}/resources", limit=1)
+        self.rest.append(Rest(at, response.status_code if response is not None else None, took))
+
+    async def _sample_ingest(self) -> None:
+        at = time.monotonic()
+        response, _ = await self._get("/metrics")
+        values = dict(METRIC.findall(response.text)) if response is not None else {}
+        self.ingest.append(
+            Ingest(
+                at,
+                float(values["ti_ingest_batches_total"]) if values else None,
+                float(values["ti_ingest_queued_messages"]) if values else None,
+                self._new_failed_writes(),
+            )
+        )
 
     def _new_failed_writes(self) -> int:
         try:
@@ -116,50 +134,49 @@ class Probe:
         except FileNotFoundError:
             return 0
         self._log_offset += len(text)
-        return text.count(FAILED_WRITE.encode())
+        return text.count(FAILED_WRITE)
+
+    def _troubled(self) -> list[tuple[float, float, str]]:
+        """Spans between two ingest samples in which writes failed or ingest stood still
+        with messages waiting."""
+        spans = []
+        for a, b in zip(self.ingest, self.ingest[1:], strict=False):
+            if b.failed_writes:
+                spans.append((a.at, b.at, "writes failed"))
+            elif b.queued and a.batches is not None and a.batches == b.batches:
+                spans.append((a.at, b.at, "ingest stalled with messages queued"))
+        return spans
 
     def findings(self) -> list[str]:
-        """What /readyz and REST said during the fault window, where it matters."""
-        start, end = self._window or (0.0, float("inf"))
-        window = [s for s in self.samples if start <= s.at <= end + 1.0]
+        start, end = self._window
+        end += 1.0  # what the fault leaves behind for a moment counts too
+
+        def inside(at: float) -> bool:
+            return start <= at <= end
+
         out: list[str] = []
-        failing = [s for s in window if s.ready and s.failed_writes]
-        if failing:
-            out.append(f"ready=true while writes failed ({len(failing)} samples)")
-        stalled = [
-            b
-            for a, b in itertools.pairwise(window)
-            if b.ready and b.queued and a.batches is not None and a.batches == b.batches
-        ]
-        if len(stalled) >= 2:
-            out.append(
-                f"ready=true while ingest stalled with messages queued ({len(stalled)} samples)"
-            )
-        errors = [s for s in window if s.rest_status is not None and s.rest_status >= 500]
+        ready = [s for s in self.ready if inside(s.at)]
+        for reason in ("writes failed", "ingest stalled with messages queued"):
+            spans = [(a, b) for a, b, why in self._troubled() if why == reason and inside(b)]
+            wrong = [s for s in ready if s.ready and any(a <= s.at <= b for a, b in spans)]
+            if wrong:
+                out.append(f"ready=true while {reason} ({len(wrong)}/{len(ready)} samples)")
+        rest = [s for s in self.rest if inside(s.at)]
+        errors = [s for s in rest if s.status is not None and s.status >= 500]
         if errors:
-            codes = sorted({s.rest_status for s in errors if s.rest_status is not None})
-            out.append(f"REST read failed {len(errors)}x (HTTP {', '.join(map(str, codes))})")
-        hung = [s for s in window if s.rest_status is None and s.rest_s >= TIMEOUT_S * 0.9]
+            codes = ", ".join(sorted({str(s.status) for s in errors}))
+            out.append(f"REST read failed {len(errors)}/{len(rest)} (HTTP {codes})")
+        hung = [s for s in rest if s.status is None and s.took >= TIMEOUT_S * 0.9]
         if hung:
-            out.append(f"REST read hung > {TIMEOUT_S:.0f} s {len(hung)}x")
-        hung_ready = [s for s in window if s.ready is None and s.ready_s >= TIMEOUT_S * 0.9]
+            out.append(f"REST read hung > {TIMEOUT_S:.0f} s {len(hung)}/{len(rest)}")
+        hung_ready = [s for s in ready if s.ready is None and s.took >= TIMEOUT_S * 0.9]
         if hung_ready:
-            out.append(f"/readyz hung > {TIMEOUT_S:.0f} s {len(hung_ready)}x")
-        down = [s for s in window if s.ready is None and s.ready_s < TIMEOUT_S * 0.9]
+            out.append(f"/readyz hung > {TIMEOUT_S:.0f} s {len(hung_ready)}/{len(ready)}")
+        down = [s for s in ready if s.ready is None and s.took < TIMEOUT_S * 0.9]
         if down:
-            out.append(f"hub not listening {len(down)}/{len(window)} samples")
-        not_ready = [s for s in window if s.ready is False]
+            out.append(f"hub not listening {len(down)}/{len(ready)}")
+        not_ready = [s for s in ready if s.ready is False]
         if not_ready:
-            failed = sorted({k for s in not_ready for k, ok in s.checks.items() if not ok})
-            out.append(f"ready=false {len(not_ready)}/{len(window)} samples ({', '.join(failed)})")
+            failed = ", ".join(sorted({c for s in not_ready for c in s.failed_checks}))
+            out.append(f"ready=false {len(not_ready)}/{len(ready)} ({failed})")
         return out
-
-
-def _json_or_empty(response: httpx.Response | None) -> dict[str, object]:
-    if response is None:
-        return {}
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}

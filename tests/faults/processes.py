@@ -71,6 +71,14 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def exit_status(self) -> str:
+        """How the current child ended ("running" if it has not)."""
+        code = self._proc.poll() if self._proc is not None else None
+        if code is None:
+            return "running" if self._proc is not None else "not started"
+        return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+
     def start(self) -> None:
         if self.alive:
             raise RuntimeError(f"{self.name} is already running")

@@ -112,6 +112,7 @@ async def _run(row: Row, params: BedParams, bed: Testbed, result: RowResult) -> 
         started = time.monotonic()
         result.injected = await row.inject(bed)
         probe.fault_window(started, time.monotonic())
+        await _supervise(bed, result)
         await asyncio.sleep(params.after_s)
         await bed.stop_churn()
         result.injected["changes"] = sum(churn.changes for churn in bed.churns)
@@ -127,6 +128,15 @@ async def _run(row: Row, params: BedParams, bed: Testbed, result: RowResult) -> 
         result.sse = _sse_json(sse.report, caught_up)
         result.readyz = probe.findings()
     result.usage = _usage_deltas(before, bed.usage())
+
+
+async def _supervise(bed: Testbed, result: RowResult) -> None:
+    """Restart, as a supervisor would, what died by itself during the fault (a finding)."""
+    for process in (bed.hub, *bed.agents):
+        if not process.alive:
+            result.notes.append(f"{process.name} died during the fault ({process.exit_status})")
+            process.start()
+    await bed.wait_hub()
 
 
 def _sse_json(report: SseReport, caught_up: bool) -> dict[str, Any]:

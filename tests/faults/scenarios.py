@@ -16,9 +16,14 @@ from pathlib import Path
 from tests.faults import postgres
 from tests.faults.replay import Replayer
 from tests.faults.sqlite_files import immutable, immutable_unsupported
+from tests.faults.tap import Tap, partial_snapshot_chunk
 from tests.faults.testbed import Needs, Testbed
 
 Details = dict[str, object]
+SNAPSHOT_LINK_BYTES_S = 100_000
+"""Agent 0's link while its snapshot is cut: a 128 KiB chunk takes over a second."""
+COMMIT_S = 0.3
+"""Ample time for the hub to commit a chunk it was sent."""
 Inject = Callable[[Testbed], Awaitable[Details]]
 
 
@@ -61,17 +66,27 @@ async def hub_sigterm(bed: Testbed) -> Details:
 
 
 async def hub_sigkill_mid_snapshot(bed: Testbed) -> Details:
-    """Every watch expires (410), so every agent relists every kind; the hub is killed
-    while the snapshots stream in, and comes back to the rest of them."""
-    for api in bed.apis:
-        api.expire_watches()
-    await asyncio.sleep(0.4)
+    """Cluster 0's watches expire (410), so its agent relists every kind, over a link
+    throttled to SNAPSHOT_LINK_BYTES_S. When a chunk with more to come reaches the broker,
+    the link stalls (the next chunk is still on its way), the hub gets COMMIT_S to commit
+    what it has and is killed, the link resumes, and the broker queues the rest of the cut
+    snapshot for the hub, which comes back to it."""
+    assert bed.agent_proxy is not None
+    async with Tap(bed.broker.url, bed.clusters[0]) as tap:
+        bed.agent_proxy.throttle(SNAPSHOT_LINK_BYTES_S)
+        bed.apis[0].expire_watches()
+        chunk = await tap.wait_for(partial_snapshot_chunk, 30)
+        bed.agent_proxy.stall()
+    await asyncio.sleep(COMMIT_S)
     bed.hub.kill()
+    bed.agent_proxy.throttle(None)
+    bed.agent_proxy.resume()
     await asyncio.sleep(bed.params.fault_s / 2)
     bed.hub.start()
     await bed.wait_hub()
     await asyncio.sleep(bed.params.fault_s / 2)
-    return {}
+    data = chunk["data"]
+    return {"killed after chunk": f"{data['kind']} #{data['chunk']}"}
 
 
 async def agent_sigkill(bed: Testbed) -> Details:
@@ -176,7 +191,11 @@ MATRIX: tuple[Row, ...] = (
     Row("hub SIGKILL", hub_sigkill, SQLITE),
     Row("hub SIGKILL", hub_sigkill, POSTGRES),
     Row("hub SIGTERM", hub_sigterm, SQLITE),
-    Row("hub SIGKILL mid-snapshot", hub_sigkill_mid_snapshot, SQLITE),
+    Row(
+        "hub SIGKILL mid-snapshot",
+        hub_sigkill_mid_snapshot,
+        Needs("sqlite", agent_proxy=True),
+    ),
     Row("agent SIGKILL, changes while down", agent_sigkill, SQLITE),
     Row("agent SIGTERM, changes while down", agent_sigterm, SQLITE),
     Row("broker SIGKILL, persistence kept", broker_restart(kill=True, persistence="kept"), SQLITE),

@@ -6,7 +6,9 @@ States:
   partition that drops packets silently; new connections are accepted and held;
 - dropped: every connection is closed and new ones are closed on accept, as when a peer is
   unreachable and the path resets.
-`resume` returns to forwarding; held connections then connect upstream and flow.
+`resume` returns to forwarding; held connections then connect upstream and flow. While
+forwarding, `throttle` limits each direction of each connection to a byte rate (a slow link),
+so a long transfer can be cut in its middle on purpose; `throttle(None)` lifts it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from types import TracebackType
 from app.broker import free_port
 
 CHUNK = 65536
+THROTTLED_CHUNK = 4096
 
 
 class TcpProxy:
@@ -28,6 +31,7 @@ class TcpProxy:
         self.port = free_port()
         self.state = "forwarding"
         self.connections = 0
+        self.bytes_per_s: float | None = None
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -57,6 +61,9 @@ class TcpProxy:
         self.state = "dropped"
         self._flowing.clear()
         self._close_all()
+
+    def throttle(self, bytes_per_s: float | None) -> None:
+        self.bytes_per_s = bytes_per_s
 
     def resume(self) -> None:
         self.state = "forwarding"
@@ -106,7 +113,9 @@ class TcpProxy:
             await self._flowing.wait()
             if sink.is_closing():
                 return
-            data = await source.read(CHUNK)
+            data = await source.read(THROTTLED_CHUNK if self.bytes_per_s else CHUNK)
+            if self.bytes_per_s:
+                await asyncio.sleep(len(data) / self.bytes_per_s)
             if not data:
                 sink.close()  # one side finished: so does the path
                 return

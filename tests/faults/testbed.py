@@ -63,6 +63,12 @@ class BedParams:
         return self.resync_s * 1.2 + self.margin_s
 
 
+QUICK = BedParams(
+    objects=1000, rate=60.0, resync_s=4.0, margin_s=16.0, warm_s=2.0, fault_s=4.0, after_s=2.0
+)
+"""The sizes `make test` runs its subset at (test_matrix.py); `bench/faults.py --quick`."""
+
+
 @dataclass(frozen=True)
 class Needs:
     database: str = "sqlite"
@@ -196,6 +202,15 @@ class Testbed:
                     if (await self.http.get("/healthz")).status_code == 200:
                         return
                 await asyncio.sleep(0.1)
+
+    async def ingested_events(self) -> int:
+        """`ti_ingest_events_total` of the running hub (0 if it does not answer)."""
+        with contextlib.suppress(httpx.HTTPError):
+            text = (await self.http.get("/metrics")).text
+            for line in text.splitlines():
+                if line.startswith("ti_ingest_events_total "):
+                    return int(float(line.split()[1]))
+        return 0
 
     async def truths(self) -> Mapping[str, Truth]:
         return {cluster: api.truth() for cluster, api in zip(self.clusters, self.apis, strict=True)}

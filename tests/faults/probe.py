@@ -3,7 +3,8 @@
 A `Probe` runs three independent loops (so one hanging request does not hold up the others),
 each every `every_s` and each request with a timeout:
 - `GET /readyz`: ready or not, and its checks (or no answer);
-- a REST read, `GET /clusters/<c>/resources?limit=1`: status and latency;
+- a REST read, `GET /clusters/<c>/resources?limit=500` (a page a client would read): status
+  and latency;
 - ingest: `GET /metrics` (write transactions so far, messages queued for ingest) and the
   hub's log (new "writing a batch failed" lines).
 `findings` judges the fault window: /readyz saying ready while ingest was failing (writes
@@ -110,7 +111,7 @@ class Probe:
 
     async def _sample_rest(self) -> None:
         at = time.monotonic()
-        response, took = await self._get(f"/clusters/{self._cluster}/resources", limit=1)
+        response, took = await self._get(f"/clusters/{self._cluster}/resources", limit=500)
         self.rest.append(Rest(at, response.status_code if response is not None else None, took))
 
     async def _sample_ingest(self) -> None:

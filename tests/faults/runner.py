@@ -29,6 +29,7 @@ LOG_PATTERNS = {
     "missing chunks": r"is missing chunks",
     "relist requests": r"asking \S+ to relist",
     "failed writes": r"writing a batch failed",
+    "failed checkpoints": r"WAL checkpoint failed",
     "tracebacks": r"^Traceback",
 }
 AGENT_PATTERNS = {

@@ -67,7 +67,7 @@ async def hub_sigterm(bed: Testbed) -> Details:
 
 async def hub_sigkill_mid_snapshot(bed: Testbed) -> Details:
     """Cluster 0's watches expire (410), so its agent relists every kind, over a link
-    throttled to SNAPSHOT_LINK_BYTES_S. When a chunk with more to come reaches the broker,
+    throttled to SNAPSHOT_LINK_BYTES_S. When a Pod chunk with more to come reaches the broker,
     the link stalls (the next chunk is still on its way), the hub gets COMMIT_S to commit
     what it has and is killed, the link resumes, and the broker queues the rest of the cut
     snapshot for the hub, which comes back to it."""
@@ -75,7 +75,7 @@ async def hub_sigkill_mid_snapshot(bed: Testbed) -> Details:
     async with Tap(bed.broker.url, bed.clusters[0]) as tap:
         bed.agent_proxy.throttle(SNAPSHOT_LINK_BYTES_S)
         bed.apis[0].expire_watches()
-        chunk = await tap.wait_for(partial_snapshot_chunk, 30)
+        chunk = await tap.wait_for(partial_snapshot_chunk("Pod"), 30)  # the most chunks
         bed.agent_proxy.stall()
     await asyncio.sleep(COMMIT_S)
     bed.hub.kill()

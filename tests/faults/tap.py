@@ -59,7 +59,12 @@ class Tap:
             self._waiters.remove(entry)
 
 
-def partial_snapshot_chunk(envelope: Envelope) -> bool:
-    """A snapshot chunk with more of its snapshot still to come."""
-    data = envelope.get("data") or {}
-    return str(envelope.get("type", "")).endswith(".resync_response") and not data.get("last")
+def partial_snapshot_chunk(kind: str) -> Callable[[Envelope], bool]:
+    """Accepts a snapshot chunk of `kind` with more of its snapshot still to come."""
+
+    def accepts(envelope: Envelope) -> bool:
+        data = envelope.get("data") or {}
+        is_chunk = str(envelope.get("type", "")).endswith(".resync_response")
+        return is_chunk and data.get("kind") == kind and not data.get("last")
+
+    return accepts

@@ -53,6 +53,8 @@ class RowResult:
     readyz: list[str] = field(default_factory=list)
     usage: dict[str, dict[str, Any]] = field(default_factory=dict)
     logs: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    """The distinct exceptions the processes' tracebacks ended in ("hub: OSError: ...")."""
     injected: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -85,6 +87,7 @@ async def run_row(row: Row, params: BedParams, work_dir: Path) -> RowResult:
         async with Testbed(params, row.needs, work_dir) as bed:
             await _run(row, params, bed, result)
             result.logs = _count_logs(bed)
+            result.errors = _exceptions(bed)
     except Exception as exc:  # a row that cannot run is reported, the matrix goes on
         result.status = "error"
         result.notes.append(f"{type(exc).__name__}: {exc}")
@@ -180,6 +183,19 @@ def _count_logs(bed: Testbed) -> dict[str, int]:
     for label, pattern in AGENT_PATTERNS.items():
         counts[label] = sum(len(re.findall(pattern, _read(a.log_path))) for a in bed.agents)
     return counts
+
+
+def _exceptions(bed: Testbed, most: int = 5) -> list[str]:
+    """The line each traceback in the logs ends with, per process, once each."""
+    found: dict[str, None] = {}
+    for process in (bed.hub, *bed.agents):
+        lines = _read(process.log_path).splitlines()
+        for i, line in enumerate(lines):
+            if not line.startswith("Traceback"):
+                continue
+            end = next((x for x in lines[i + 1 :] if x and not x[0].isspace() and x[0] != "^"), "")
+            found.setdefault(f"{process.name}: {end[:200]}")
+    return list(found)[:most]
 
 
 def _read(path: Path) -> str:

@@ -45,6 +45,8 @@ import orjson
 import yaml
 from aiohttp import web
 
+from tests.agent.fake_kube_truth import Truth, truth_document
+
 Obj = dict[str, Any]
 
 
@@ -73,28 +75,6 @@ PINNED_LISTS = 256
 """Paginated lists whose snapshot is kept for their continue tokens; older ones get 410."""
 TOO_LARGE_WAIT_S = 3.0
 """How long a watch from a future resourceVersion waits for it (the watch cache's 3 s)."""
-
-ObjectId = tuple[str, str, str]
-"""(`apiVersion/Kind`, namespace, name): one object of a cluster, as the fault oracle keys it."""
-Truth = dict[ObjectId, tuple[str, int]]
-"""Every live object's uid and resourceVersion at one moment."""
-
-
-def truth_document(resource_version: int, truth: Mapping[ObjectId, tuple[str, int]]) -> Obj:
-    """The JSON a truth endpoint serves (the sim source's debug endpoint serves the same)."""
-    objects = [
-        {"kind": kind, "namespace": ns, "name": name, "uid": uid, "resourceVersion": str(rv)}
-        for (kind, ns, name), (uid, rv) in sorted(truth.items())
-    ]
-    return {"resourceVersion": str(resource_version), "objects": objects}
-
-
-def parse_truth(document: Obj) -> Truth:
-    """The inverse of `truth_document`."""
-    return {
-        (o["kind"], o["namespace"], o["name"]): (o["uid"], int(o["resourceVersion"]))
-        for o in document["objects"]
-    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ One concern per module:
     redis        a private redis-server
     sqlite_files database files made unwritable (chattr +i)
     replay       duplicated and reordered agent messages, re-published on their topic
+    tap          a listener on an agent's topic, to time a fault to the protocol
     oracle       the hub's objects against the truth: lost, stale-older/-newer, phantom
     sse_check    one unfiltered /stream held across the faults: gaps, duplicates, resets
     probe        /readyz, a REST read and /metrics sampled while a fault lasts

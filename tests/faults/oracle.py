@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from tests.agent.fake_kube_api import ObjectId, Truth
+from tests.agent.fake_kube_truth import ObjectId, Truth
 
 EXAMPLES = 3
 CATEGORIES = ("lost", "stale_older", "stale_newer", "phantom")

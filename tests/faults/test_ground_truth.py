@@ -17,7 +17,8 @@ from app.agent.sources.sim import SimulatedCluster, truth_endpoint
 from app.broker import free_port
 from app.informer.objects import KindKey
 from tests.agent import fake_kube_api
-from tests.agent.fake_kube_api import FakeKubeApi, parse_truth
+from tests.agent.fake_kube_api import FakeKubeApi
+from tests.agent.fake_kube_truth import parse_truth
 from tests.conftest import wait_until
 from tests.faults.churn import Churn
 from tests.faults.processes import ManagedProcess

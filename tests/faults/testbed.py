@@ -24,7 +24,8 @@ import httpx
 import orjson
 
 from app.broker import free_port
-from tests.agent.fake_kube_api import FakeKubeApi, Truth
+from tests.agent.fake_kube_api import FakeKubeApi
+from tests.agent.fake_kube_truth import Truth
 from tests.faults import oracle
 from tests.faults.brokers import FaultyBroker
 from tests.faults.churn import KINDS_FLAG, Churn
@@ -222,10 +223,15 @@ class Testbed:
         self._churning = [asyncio.create_task(churn.run()) for churn in self.churns]
 
     async def stop_churn(self) -> None:
+        """Stop churn; raise what ended a churn task early (the row would be misjudged)."""
+        failed = [t.exception() for t in self._churning if t.done() and not t.cancelled()]
         for task in self._churning:
             task.cancel()
         await asyncio.gather(*self._churning, return_exceptions=True)
         self._churning = []
+        for exc in failed:
+            if exc is not None:
+                raise RuntimeError("churn stopped by itself") from exc
 
     def usage(self) -> dict[str, tuple[int, Usage | None]]:
         """(incarnation, usage) of the hub and every agent."""

@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench check clean
+.PHONY: demo test bench faults check clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,11 @@ bench: $(STAMP) mosquitto-installed
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/dashboards.py
 	$(BIN)/python bench/flood.py
+
+# The fault matrix (docs/faults.md): every row, about 9 minutes on 2 cores. FAULTS_ARGS
+# passes options, e.g. FAULTS_ARGS="--rows hub-sigkill,etcd --quick".
+faults: $(STAMP) mosquitto-installed
+	$(BIN)/python bench/faults.py $(FAULTS_ARGS)
 
 check: $(STAMP)
 	$(BIN)/ruff format --check app tests bench

@@ -70,7 +70,7 @@ async def _agent_main(settings: AgentSettings) -> None:
     from app.agent.service import Agent
     from app.agent.sources.base import ClusterSource
     from app.agent.sources.kubernetes import KubernetesSource
-    from app.agent.sources.sim import SimulatedCluster
+    from app.agent.sources.sim import SimulatedCluster, truth_endpoint
     from app.informer.objects import KindKey
 
     kinds = [KindKey.parse(k) for k in settings.kinds.split(",") if k.strip()]
@@ -81,13 +81,20 @@ async def _agent_main(settings: AgentSettings) -> None:
     async with contextlib.AsyncExitStack() as stack:
         source: ClusterSource
         if settings.source_kind == "sim":
-            source = SimulatedCluster(
+            source = sim = SimulatedCluster(
                 cluster=settings.cluster,
                 objects=settings.sim_objects,
                 churn_per_s=settings.sim_churn,
                 seed=settings.sim_seed,
                 kinds=kinds,
             )
+            if settings.debug_truth_port is not None:
+                port = await stack.enter_async_context(
+                    truth_endpoint(sim, settings.debug_truth_port)
+                )
+                logging.getLogger(__name__).warning(
+                    "debug truth endpoint on http://127.0.0.1:%d/truth", port
+                )
         else:
             source = await stack.enter_async_context(
                 KubernetesSource.from_kubeconfig(settings.kubeconfig, kinds)
@@ -121,6 +128,8 @@ def run_agent(args: argparse.Namespace) -> None:
     _logging(settings.log_level)
     if settings.source_kind not in ("sim", "kubernetes"):
         sys.exit("--source-kind must be sim or kubernetes")
+    if settings.debug_truth_port is not None and settings.source_kind != "sim":
+        sys.exit("--debug-truth-port serves the sim source's state: it needs --source-kind sim")
     tune_gc()
     asyncio.run(_agent_main(settings))
 
@@ -174,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("--sim-seed", "sim_seed", int, "seed of the simulated cluster"),
         ("--heartbeat", "heartbeat_s", float, "heartbeat period, seconds"),
         ("--resync", "resync_s", float, "digest resync period, seconds"),
+        (
+            "--debug-truth-port",
+            "debug_truth_port",
+            int,
+            "sim source only, debugging aid: serve GET /truth on 127.0.0.1:PORT "
+            "(TI_DEBUG_TRUTH_PORT)",
+        ),
     )
     agent.set_defaults(func=run_agent)
 

@@ -77,6 +77,9 @@ class AgentSettings(CommonSettings):
     send_bytes_per_s: float = 3 * 1024 * 1024
     """The agent paces itself below the hub's default per-cluster quota (1000 messages/s,
     4 MiB/s), so it is never cut off for its own traffic."""
+    debug_truth_port: int | None = None
+    """Sim source only, a debugging aid: serve the simulated cluster's state (every object's
+    uid and resourceVersion) as JSON at `GET /truth` on 127.0.0.1:<port>. Off when unset."""
 
     model_config = SettingsConfigDict(env_prefix="TI_", extra="ignore", populate_by_name=True)
 

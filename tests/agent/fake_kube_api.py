@@ -8,6 +8,22 @@ which needs a `fieldManager`; see `_apply` for how little of the merge is modell
 change lands in the watch history. A test can misbehave on purpose: hold watch events back,
 lose history (410 Gone, as an ERROR event or as an HTTP status), end watches, expire a
 continue token, restart the server under open connections.
+
+It is no less consistent than a real API server, so what a client gets wrong is the client's:
+- a paginated list is one snapshot: the first page pins the matching objects as of its
+  resourceVersion (etcd's MVCC serves later pages from that revision), and every later page
+  comes from the pinned set whatever changed meanwhile; stored objects are never changed in
+  place, so pinning copies references only. An evicted or compacted token gets 410 Gone;
+- a watch from a resourceVersion the server has not reached waits up to
+  `TOO_LARGE_WAIT_S` for it, then is refused with 504 "Too large resource version"
+  (reason Timeout, cause ResourceVersionTooLarge), as the watch cache does.
+
+For fault tests it gives the ground truth (`truth()`, and `GET /debug/truth` for another
+process), and two ways of rewriting history: `recreate` (the cluster deleted and created
+again under the same name: new uids, the counter restarted lower) and `backup`/`restore`
+(an etcd snapshot restored: objects and counter go back, later objects vanish, deleted ones
+return with their old versions). Either ends every open watch, as the API server restart
+that goes with it would.
 """
 
 from __future__ import annotations
@@ -15,9 +31,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import copy
+import itertools
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +44,8 @@ from typing import Any
 import orjson
 import yaml
 from aiohttp import web
+
+from tests.agent.fake_kube_truth import Truth, truth_document
 
 Obj = dict[str, Any]
 
@@ -51,6 +71,24 @@ APPLY_PATCH = "application/apply-patch+yaml"
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 TYPE_AND_OWNED = ("apiVersion", "kind", "metadata", "status")
 """What an apply does not copy from its patch as a top-level field."""
+PINNED_LISTS = 256
+"""Paginated lists whose snapshot is kept for their continue tokens; older ones get 410."""
+TOO_LARGE_WAIT_S = 3.0
+"""How long a watch from a future resourceVersion waits for it (the watch cache's 3 s)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreBackup:
+    """An etcd snapshot: the object set and the counter at `rv` (see `FakeKubeApi.restore`)."""
+
+    rv: int
+    objects: Mapping[tuple[str, str, str], Obj]
+
+
+@dataclass(frozen=True, slots=True)
+class _PinnedList:
+    rv: int
+    items: list[Obj]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +163,8 @@ class FakeKubeApi:
         self._end_epoch = 0
         self._paused = False
         self._expire_next_continue = False
+        self._pinned: OrderedDict[str, _PinnedList] = OrderedDict()
+        self._list_ids = itertools.count(1)
         self._wakeup = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
@@ -217,6 +257,55 @@ class FakeKubeApi:
         """The next list request carrying a continue token gets 410 Gone."""
         self._expire_next_continue = True
 
+    # -- ground truth and rewritten history --------------------------------------------
+
+    def truth(self) -> Truth:
+        """Every live object's (uid, resourceVersion), keyed by `ObjectId`, as of now."""
+        out: Truth = {}
+        for (plural, namespace, name), obj in self._objects.items():
+            resource = self._resource(plural)
+            kind = f"{resource.group_version}/{resource.kind}"
+            meta = obj["metadata"]
+            out[(kind, namespace, name)] = (meta["uid"], int(meta["resourceVersion"]))
+        return out
+
+    def keys(self, plural: str) -> list[tuple[str, str]]:
+        """(namespace, name) of every stored object of `plural`."""
+        return [(ns, name) for p, ns, name in self._objects if p == plural]
+
+    def recreate(self, start_rv: int = 1000) -> None:
+        """The cluster deleted and created again under the same name: every object comes
+        back under its old name with a new uid, the counter restarted at `start_rv`, the old
+        history gone, and every open watch ended (a new API server)."""
+        old = sorted(self._objects.items())
+        self.rv = start_rv
+        self._objects = {}
+        self._history = []
+        self._compacted_rv = 0
+        self._pinned.clear()
+        for (plural, _, _), obj in old:
+            fresh = copy.deepcopy(obj)
+            fresh["metadata"]["uid"] = str(uuid.uuid4())
+            self._record(plural, "ADDED", fresh)
+        self.end_watches()
+
+    def backup(self) -> StoreBackup:
+        """An etcd snapshot of now, for `restore`."""
+        return StoreBackup(self.rv, dict(self._objects))
+
+    def restore(self, backup: StoreBackup) -> None:
+        """An etcd restore from `backup`, without bumping the revision: the objects and the
+        counter go back to `backup.rv` (objects created since vanish, deleted ones return with
+        their old versions), history after it is forgotten, continue tokens expire, and every
+        open watch ends as the API server restart would. A client re-watching from the
+        resourceVersion it had reached is then ahead of the server (504 too large, see the
+        module doc); a new counter value may later name a different change than before."""
+        self.rv = backup.rv
+        self._objects = dict(backup.objects)
+        self._history = [c for c in self._history if c.rv <= backup.rv]
+        self._pinned.clear()
+        self.end_watches()
+
     # -- internals ---------------------------------------------------------------------
 
     def _resource(self, plural: str) -> FakeResource:
@@ -243,6 +332,7 @@ class FakeKubeApi:
 
     async def _start(self) -> None:
         app = web.Application()
+        app.router.add_get("/debug/truth", self._truth)
         app.router.add_get("/api/{version}", self._discovery)
         app.router.add_get("/apis/{group}/{version}", self._discovery)
         app.router.add_get("/api/{version}/{plural}", self._collection)
@@ -294,26 +384,39 @@ class FakeKubeApi:
         if wanted is None:
             return _refuse(400, "BadRequest", f"unable to parse {query['labelSelector']!r}")
         token = query.get("continue", "")
-        if token and (self._expire_next_continue or int(token.split("/")[0]) < self._compacted_rv):
+        if token:
+            rv_text, offset_text, list_id = ([*token.split("/"), "", "", ""])[:3]
+            pinned = self._pinned.get(list_id)
+            expired = self._expire_next_continue or int(rv_text) < self._compacted_rv
             self._expire_next_continue = False
-            return _json(_status(410, "Expired", "continue token too old"), 410)
-        snapshot_rv, offset = (int(part) for part in token.split("/")) if token else (self.rv, 0)
-        items = []
-        for key in sorted(k for k in self._objects if k[0] == resource.plural):
-            if any(_labels(self._objects[key]).get(k) != v for k, v in wanted.items()):
-                continue
-            item = copy.deepcopy(self._objects[key])
-            item.pop("apiVersion", None)  # as in real Kubernetes, list items lack these
-            item.pop("kind", None)
-            items.append(item)
-        limit = int(query.get("limit", "0")) or len(items)
-        page = items[offset : offset + limit]
-        meta = {"resourceVersion": str(snapshot_rv)}
-        if offset + len(page) < len(items):
-            meta["continue"] = f"{snapshot_rv}/{offset + len(page)}"
+            if expired or pinned is None:
+                return _json(_status(410, "Expired", "continue token too old"), 410)
+            offset = int(offset_text)
+        else:
+            list_id, offset = str(next(self._list_ids)), 0
+            pinned = _PinnedList(self.rv, self._matching(resource, wanted))
+        limit = int(query.get("limit", "0")) or len(pinned.items)
+        page = [_list_item(obj) for obj in pinned.items[offset : offset + limit]]
+        meta = {"resourceVersion": str(pinned.rv)}
+        if offset + len(page) < len(pinned.items):
+            meta["continue"] = f"{pinned.rv}/{offset + len(page)}/{list_id}"
+            self._pinned[list_id] = pinned
+            self._pinned.move_to_end(list_id)
+            while len(self._pinned) > PINNED_LISTS:
+                self._pinned.popitem(last=False)
+        else:
+            self._pinned.pop(list_id, None)
         kind = f"{resource.kind}List"
         body = {"kind": kind, "apiVersion": resource.group_version, "metadata": meta}
         return _json(body | {"items": page})
+
+    def _matching(self, resource: FakeResource, wanted: dict[str, str]) -> list[Obj]:
+        """References to the stored objects a list selects, in key order (never mutated)."""
+        return [
+            self._objects[key]
+            for key in sorted(k for k in self._objects if k[0] == resource.plural)
+            if all(_labels(self._objects[key]).get(k) == v for k, v in wanted.items())
+        ]
 
     async def _object(self, request: web.Request) -> web.Response:
         self.authorizations.append(request.headers.get("Authorization", ""))
@@ -379,6 +482,8 @@ class FakeKubeApi:
         expired = _status(410, "Expired", f"too old resource version: {start_rv}")
         if start_rv < self._compacted_rv and self.expired_as_http:
             return _json(expired, 410)
+        if not await self._reached(start_rv):
+            return _json(_too_large(start_rv, self.rv), 504)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         await response.prepare(request)
@@ -386,13 +491,31 @@ class FakeKubeApi:
         timeout_s = float(request.query.get("timeoutSeconds", "3600"))
         deadline = asyncio.get_running_loop().time() + timeout_s
         position = bisect.bisect_right([c.rv for c in self._history], start_rv)
+        try:
+            await self._stream(response, resource, start_rv, position, bookmarks, deadline)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away (an agent killed by a test, say)
+        return response
+
+    async def _stream(
+        self,
+        response: web.StreamResponse,
+        resource: FakeResource,
+        start_rv: int,
+        position: int,
+        bookmarks: bool,
+        deadline: float,
+    ) -> None:
+        """Send history from `position` on until the watch ends, expires or times out."""
+        expired = _status(410, "Expired", f"too old resource version: {start_rv}")
         expire_epoch, end_epoch = self._expire_epoch, self._end_epoch
         lost = start_rv < self._compacted_rv
         while True:
             wakeup = self._wakeup
             if lost or self._expire_epoch != expire_epoch:
                 await response.write(orjson.dumps({"type": "ERROR", "object": expired}) + b"\n")
-                break
+                return
             if not self._paused:
                 for change in self._history[position:]:
                     event = self._event_for(change, resource, bookmarks)
@@ -400,14 +523,25 @@ class FakeKubeApi:
                         await response.write(orjson.dumps(event) + b"\n")
                 position = len(self._history)
             if self._end_epoch != end_epoch:
-                break
+                return
             try:
                 async with asyncio.timeout_at(deadline):
                     await wakeup.wait()
             except TimeoutError:
-                break
-        await response.write_eof()
-        return response
+                return
+
+    async def _reached(self, rv: int) -> bool:
+        """Whether the counter reaches `rv` within TOO_LARGE_WAIT_S."""
+        try:
+            async with asyncio.timeout(TOO_LARGE_WAIT_S):
+                while self.rv < rv:
+                    await self._wakeup.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _truth(self, request: web.Request) -> web.Response:
+        return _json(truth_document(self.rv, self.truth()))
 
     @staticmethod
     def _event_for(change: _Change, resource: FakeResource, bookmarks: bool) -> Obj | None:
@@ -423,6 +557,20 @@ class FakeKubeApi:
         if change.plural != resource.plural:
             return None
         return {"type": change.type, "object": change.obj}
+
+
+def _list_item(obj: Obj) -> Obj:
+    item = copy.deepcopy(obj)
+    item.pop("apiVersion", None)  # as in real Kubernetes, list items lack these
+    item.pop("kind", None)
+    return item
+
+
+def _too_large(rv: int, current: int) -> Obj:
+    message = f"Too large resource version: {rv}, current: {current}"
+    status = _status(504, "Timeout", message)
+    cause = {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}
+    return status | {"details": {"causes": [cause], "retryAfterSeconds": 1}}
 
 
 def _apply_refusal(

@@ -12,6 +12,10 @@ Contract:
   uids and timestamps included (timestamps then come from a synthetic clock).
 Random churn keeps each kind's count near its share of `objects`. Objects created through
 `apply` belong to the caller: churn never modifies or deletes them.
+
+`truth_endpoint` serves the cluster's current state (every object's uid and resourceVersion)
+on 127.0.0.1, so fault tests can compare a hub with an agent running as another process. It is
+a debugging aid, off unless the agent is started with `--debug-truth-port`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 
@@ -237,6 +242,21 @@ class SimulatedCluster:
             return 0 if state is None else len(state.objects)
         return sum(len(state.objects) for state in self._states.values())
 
+    def truth(self) -> dict[str, object]:
+        """Every object's uid and resourceVersion now, as the truth endpoint serves them:
+        `{"resourceVersion": "<counter>", "objects": [{"kind": "apps/v1/Deployment",
+        "namespace", "name", "uid", "resourceVersion"}, ...]}`, sorted."""
+        objects = sorted(
+            (str(kind), namespace, name, obj["metadata"]["uid"], obj["metadata"]["resourceVersion"])
+            for kind, state in self._states.items()
+            for (namespace, name), obj in state.objects.items()
+        )
+        fields = ("kind", "namespace", "name", "uid", "resourceVersion")
+        return {
+            "resourceVersion": str(self._counter),
+            "objects": [dict(zip(fields, row, strict=True)) for row in objects],
+        }
+
     def _state(self, kind: KindKey) -> _KindState:
         state = self._states.get(kind)
         if state is None:
@@ -329,6 +349,42 @@ class SimulatedCluster:
         else:
             now = self._epoch + timedelta(seconds=self._counter)
         return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+TRUTH_REQUEST_TIMEOUT_S = 5.0
+
+
+@asynccontextmanager
+async def truth_endpoint(cluster: SimulatedCluster, port: int = 0) -> AsyncIterator[int]:
+    """Serve `GET /truth` (`SimulatedCluster.truth` as JSON) on 127.0.0.1:`port` (0: a free
+    port) until the block ends; yields the port. One request per connection, answered from
+    the state at that moment (no await between reading the state and encoding it); any other
+    request gets 404. Loopback only: it is a debugging aid, not an API."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(TRUTH_REQUEST_TIMEOUT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
+            method, _, rest = head.partition(b" ")
+            path = rest.partition(b" ")[0]
+            if method == b"GET" and path.split(b"?")[0] == b"/truth":
+                status, body = b"200 OK", orjson.dumps(cluster.truth())
+            else:
+                status, body = b"404 Not Found", b'{"error": "only GET /truth is served"}'
+            writer.write(
+                b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(body)
+            await writer.drain()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # the client went away or sent no request: nothing to answer
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", port)
+    async with server:
+        yield int(server.sockets[0].getsockname()[1])
 
 
 def _shares(total: int, weights: Sequence[int]) -> list[int]:

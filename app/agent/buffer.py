@@ -69,6 +69,11 @@ class PendingChanges:
         for key in stale:
             del self._events[key]
 
+    def take_kind(self, kind: KindKey) -> list[WatchEvent]:
+        """Remove and return the events of one kind, oldest first."""
+        keys = [k for k in self._events if k[0] == kind]
+        return [self._events.pop(k) for k in keys]
+
     def clear(self) -> None:
         self._events.clear()
         self.overflowed = False
@@ -90,16 +95,13 @@ class PublishedIndex:
         else:
             objects[name] = (ref.uid, ref.resource_version)
 
-    def replace(self, kind: KindKey, items: list[WatchEvent], resource_version: int) -> None:
-        """Mirror the hub's snapshot: keep entries newer than the listing, take the rest from it."""
-        old = self._kinds.get(kind, {})
-        new = {name: v for name, v in old.items() if v[1] > resource_version}
-        for event in items:
-            ref = event.ref
-            name = (ref.namespace, ref.name)
-            if name not in new or new[name][1] < ref.resource_version:
-                new[name] = (ref.uid, ref.resource_version)
-        self._kinds[kind] = new
+    def replace(self, kind: KindKey, items: list[WatchEvent]) -> None:
+        """Mirror the hub's replacing snapshot: the kind holds exactly the listing's items
+        (events newer than it are held back until its chunks are queued, and recorded as
+        they are sent)."""
+        self._kinds[kind] = {
+            (e.ref.namespace, e.ref.name): (e.ref.uid, e.ref.resource_version) for e in items
+        }
 
     def digests(self, kinds: tuple[KindKey, ...]) -> dict[KindKey, KindDigest]:
         return {k: kind_digest(self._kinds.get(k, {}).values()) for k in kinds}

@@ -92,6 +92,12 @@ class Agent:
         self.resync_s = resync_s
         self.chunk_bytes = chunk_bytes
         self.pending = PendingChanges(max_pending)
+        self._held = PendingChanges(max_pending)
+        """Events of kinds being listed: none may reach the hub before the listing's chunks
+        (it replaces what the hub holds), so they wait here and follow it."""
+        self._highest: dict[KindKey, int] = {}
+        """Per kind, the highest resourceVersion seen: a later listing below it means the
+        cluster's history went back."""
         self.pace = SendPace(send_messages_per_s, send_bytes_per_s)
         self.published = PublishedIndex()
         self._control: deque[tuple[KindKey | None, Outgoing]] = deque()
@@ -131,12 +137,17 @@ class Agent:
     # -- SourceSink ----------------------------------------------------------------------
 
     def event(self, event: WatchEvent) -> None:
-        self.pending.add(event)
-        self._wake.set()
+        kind = event.ref.kind_key
+        self._highest[kind] = max(self._highest.get(kind, 0), event.ref.resource_version)
+        if kind in self._listing:
+            self._held.add(event)  # newer than the listing under way: sent after its chunks
+        else:
+            self.pending.add(event)
+            self._wake.set()
 
     def listed(self, listing: Listing) -> None:
         self._awaiting.discard(listing.kind)
-        self._enqueue_snapshot(listing)
+        self._enqueue_snapshot(listing, self._highest.get(listing.kind, 0))
 
     # -- messages ------------------------------------------------------------------------
 
@@ -183,11 +194,30 @@ class Agent:
         )
         return None
 
-    def _enqueue_snapshot(self, listing: Listing) -> None:
-        """Queue a listing as chunks. It supersedes pending events older than it and any
-        chunks of an earlier listing of the kind still queued."""
+    def _enqueue_snapshot(self, listing: Listing, seen_before: int) -> None:
+        """Queue a listing as chunks, flagged `replace`: it is the cluster's truth. It
+        supersedes pending events older than it and any chunks of an earlier listing of the
+        kind still queued; events held back while it was listed follow it.
+
+        A listing older than an event seen before it was asked for (`seen_before`) means the
+        cluster's history went back (re-created, restored from an etcd backup): every
+        pending event of the kind is from the lost history and is dropped."""
         kind, rv = listing.kind, listing.resource_version
+        if rv < seen_before:
+            log.warning(
+                "%s: %s listed at resourceVersion %d, below %d seen before: the cluster's "
+                "history went back; dropping pending changes of the kind",
+                self.cluster,
+                kind,
+                rv,
+                seen_before,
+            )
+            self.pending.drop_listed(kind, 2**63)
+            self._held.drop_listed(kind, 2**63)
+            self._highest[kind] = rv
         self.pending.drop_listed(kind, rv)
+        self._held.drop_listed(kind, rv)
+        self._release_held(kind)
         self._control = deque(q for q in self._control if q[0] != kind)
         items: list[WatchEvent] = []
         encoded: list[bytes] = []
@@ -202,12 +232,13 @@ class Agent:
             if blob is not None:
                 items.append(item)
                 encoded.append(blob)
-        self.published.replace(kind, items, rv)
+        self.published.replace(kind, items)
         head = {
             "snapshotId": uuid.uuid4().hex,
             "apiVersion": kind.api_version,
             "kind": kind.kind,
             "resourceVersion": str(rv),
+            "replace": True,
         }
         chunks: list[list[bytes]] = [[]]
         size = 0
@@ -322,6 +353,14 @@ class Agent:
         self.labels = labels
         self._send(self._hello())
 
+    def _release_held(self, kind: KindKey) -> None:
+        for event in self._held.take_kind(kind):
+            self.pending.add(event)
+        if self._held.overflowed:  # changes were lost while listing: list again
+            self._held.clear()
+            self.request_relist(self.source.kinds)
+        self._wake.set()
+
     def request_relist(self, kinds: tuple[KindKey, ...]) -> None:
         self._relist.update(kinds)
         self._relist_wake.set()
@@ -350,13 +389,16 @@ class Agent:
             self._relist_wake.clear()
             self._listing, self._relist = self._relist, set()
             for kind in sorted(self._listing, key=str):
+                seen_before = self._highest.get(kind, 0)
                 try:
-                    self._enqueue_snapshot(await self.source.list(kind))
+                    self._enqueue_snapshot(await self.source.list(kind), seen_before)
                 except Exception as exc:
                     log.warning("%s: listing %s failed (%s); retrying", self.cluster, kind, exc)
+                    self._release_held(kind)
                     self.request_relist((kind,))
                     await asyncio.sleep(1)
-            self._listing = set()
+                finally:
+                    self._listing.discard(kind)
 
     def _resync_period(self) -> float:
         """The resync period with ±20% jitter: agents started together (a hub or broker

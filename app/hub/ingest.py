@@ -430,6 +430,7 @@ class Ingest:
                     last=message.last,
                     resource_version=message.resource_version,
                     items=message.items,
+                    replace=message.replace,
                 )
             case Digest(digests):
                 return reflector.digest(digests)

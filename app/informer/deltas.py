@@ -18,21 +18,29 @@ class Upsert:
 
     cluster: str
     event: WatchEvent
+    replace: bool = False
+    """An item of a replacing snapshot that no watch event touched during it: it replaces the
+    stored version whatever its resourceVersion (the listing is the cluster's truth; a higher
+    stored version is from a history the cluster no longer has: re-created, restored from an
+    etcd backup, or forged)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Sweep:
-    """End of a complete snapshot: delete what it did not contain.
+    """End of a complete snapshot: delete the live objects of the kind it did not contain
+    and no watch event created during it.
 
-    Only objects stored at a resourceVersion <= the snapshot's are deleted; anything newer
-    came from a watch event after the listing and stays.
-    """
+    A replacing snapshot deletes them whatever their stored resourceVersion, with tombstones
+    at the listing's; otherwise only those stored at a resourceVersion <= the listing's go
+    (anything newer came from a watch event after the listing), tombstoned at the higher of
+    the two."""
 
     cluster: str
     kind: KindKey
     seen: frozenset[tuple[str, str]]
-    """(namespace, name) of every object in the snapshot or watched during it."""
+    """(namespace, name) of every object in the snapshot or watched (not deleted) during it."""
     resource_version: int
+    replace: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,14 @@ through; unlike it, it keeps no object cache (the store is the cache). What it k
 kind is the snapshot being received: its id, the next chunk expected and the keys seen so
 far (names only, bounded by `max_snapshot_objects`).
 
+A snapshot flagged `replace` is the cluster's truth as of its resourceVersion (the agent
+lists with consistent reads and holds back newer watch events of the kind until the listing
+is queued): its items replace what is stored whatever the stored resourceVersion, except
+objects a watch event touched while it was open, and its sweep deletes everything it lacks.
+So the store converges to a cluster whose resourceVersions went backwards (re-created under
+the same name, restored from an etcd backup) and drops versions nobody lists (forged). An
+unflagged snapshot merges by resourceVersion, as protocol v1 first defined.
+
 A snapshot missing a chunk (a gap in the numbering, a chunk of an unknown snapshot, or one
 too large to track) is abandoned and its kind relisted: only a snapshot received whole may
 delete what it does not contain.
@@ -26,8 +34,12 @@ log = logging.getLogger(__name__)
 @dataclass
 class _OpenSnapshot:
     snapshot_id: str
+    replace: bool = False
     next_chunk: int = 0
     seen: set[tuple[str, str]] = field(default_factory=set)
+    watched: set[tuple[str, str]] = field(default_factory=set)
+    """Objects a watch event (deletes included) touched while the snapshot was open: their
+    items do not replace what the event stored."""
 
 
 @dataclass
@@ -50,8 +62,11 @@ class Reflector:
     def watch(self, events: Sequence[WatchEvent]) -> Reflection:
         for event in events:
             snapshot = self._open.get(KindKey(event.ref.api_version, event.ref.kind))
-            if snapshot is not None and event.type is not EventType.DELETED:
-                snapshot.seen.add((event.ref.namespace, event.ref.name))
+            if snapshot is not None:
+                name = (event.ref.namespace, event.ref.name)
+                snapshot.watched.add(name)
+                if event.type is not EventType.DELETED:
+                    snapshot.seen.add(name)
         return Reflection([Upsert(self.cluster, e) for e in events])
 
     def snapshot_chunk(
@@ -63,6 +78,7 @@ class Reflector:
         last: bool,
         resource_version: int,
         items: Sequence[WatchEvent],
+        replace: bool = False,
     ) -> Reflection:
         """Items are applied as they come. Chunk 0 opens a snapshot (superseding one still
         open); a chunk already received (a redelivery) changes nothing else; a gap, or a
@@ -76,7 +92,7 @@ class Reflector:
         elif self._closed.get(kind) == snapshot_id:
             return out  # a late chunk of a snapshot already finished or given up
         if chunk == 0:
-            snapshot = self._open[kind] = _OpenSnapshot(snapshot_id)
+            snapshot = self._open[kind] = _OpenSnapshot(snapshot_id, replace)
         elif (
             snapshot is None or snapshot.snapshot_id != snapshot_id or snapshot.next_chunk != chunk
         ):
@@ -92,13 +108,19 @@ class Reflector:
             return out
         snapshot.next_chunk += 1
         snapshot.seen.update((e.ref.namespace, e.ref.name) for e in items)
+        if snapshot.replace:
+            out.deltas = [
+                Upsert(self.cluster, e, (e.ref.namespace, e.ref.name) not in snapshot.watched)
+                for e in items
+            ]
         if len(snapshot.seen) > self.max_snapshot_objects:
             log.warning("cluster %s: snapshot of %s too large to sweep", self.cluster, kind)
             self._close(kind, snapshot_id)
             return out
         if last:
             self._close(kind, snapshot_id)
-            out.deltas.append(Sweep(self.cluster, kind, frozenset(snapshot.seen), resource_version))
+            seen = frozenset(snapshot.seen)
+            out.deltas.append(Sweep(self.cluster, kind, seen, resource_version, snapshot.replace))
         return out
 
     def _close(self, kind: KindKey, snapshot_id: str) -> None:

@@ -74,6 +74,9 @@ def _marks(dialect: str, columns: tuple[str, ...], start: int = 1) -> str:
 class Statements:
     dialect: str
     upsert_resource: str
+    """Writes the row the writer decided on. It has no resourceVersion guard of its own: the
+    writer compared with the stored version inside the same transaction (the only writer,
+    serialized on the revision counter), and a snapshot may replace a higher version."""
     insert_change: str
     live_versions: str
     """uid and resourceVersion of a cluster's live objects of one kind (for digests)."""
@@ -85,8 +88,7 @@ class Statements:
         upsert = (
             f"INSERT INTO resources ({', '.join(RESOURCE_COLUMNS)}) "
             f"VALUES ({_marks(dialect, RESOURCE_COLUMNS)}) "
-            f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET {updates} "
-            "WHERE resources.resource_version <= excluded.resource_version"
+            f"ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET {updates}"
         )
         change = (
             f"INSERT INTO changes ({', '.join(CHANGE_COLUMNS)}) "
@@ -108,7 +110,7 @@ class Statements:
         return cls(dialect, upsert, change, live, upsert_cluster)
 
     def stored_keys(self, count: int) -> str:
-        """Stored version, tombstone flag and labels (as JSON text) of `count` keys (5
+        """Stored version, tombstone flag, uid and labels (as JSON text) of `count` keys (5
         parameters each), through a join with a VALUES list: it uses the unique index on both
         databases."""
         if self.dialect == "postgresql":
@@ -121,7 +123,8 @@ class Statements:
         on = " AND ".join(f"r.{c} = w.{c}" for c in KEY_COLUMNS)
         return (
             f"WITH w ({', '.join(KEY_COLUMNS)}) AS (VALUES {rows}) "
-            f"SELECT {', '.join('r.' + c for c in KEY_COLUMNS)}, r.resource_version, r.deleted, "
+            f"SELECT {', '.join('r.' + c for c in KEY_COLUMNS)}, "
+            "r.resource_version, r.deleted, r.uid, "
             f"{'r.labels::text' if self.dialect == 'postgresql' else 'r.labels'} "
             f"FROM resources r JOIN w ON {on}"
         )

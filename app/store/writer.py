@@ -33,7 +33,7 @@ from app.informer.deltas import (
     Upsert,
 )
 from app.informer.digest import kind_digest
-from app.informer.objects import EventType, ResourceKey
+from app.informer.objects import EventType, ObjectRef, ResourceKey
 from app.store.records import Applied, ChangeRecord, ClusterStatus, RejectionRecord
 from app.store.statements import Statements
 from app.store.tables import clusters, rejections, resources, revision_counter
@@ -45,6 +45,7 @@ _PREFETCH_CHUNK = 500
 class _Stored:
     resource_version: int
     deleted: bool
+    uid: str
     labels: str | None = None
     """The stored selectable labels as JSON text (None once this batch rewrote the row)."""
 
@@ -57,6 +58,15 @@ def selectable_labels(labels: dict[str, str]) -> tuple[dict[str, str], str]:
         labels = {k: v for k, v in labels.items() if "\x00" not in k and "\x00" not in v}
         text = orjson.dumps(labels)
     return labels, text.decode()
+
+
+def _same(stored: _Stored, ref: ObjectRef) -> bool:
+    """A snapshot item that replaces the stored row changes nothing only if it is that row."""
+    return (
+        not stored.deleted
+        and stored.resource_version == ref.resource_version
+        and stored.uid == ref.uid
+    )
 
 
 def _created(obj: dict[str, Any]) -> str:
@@ -98,7 +108,7 @@ class _Batch:
             rows: list[Any] = list(result)
             for row in rows:
                 key = ResourceKey(row[0], row[1], row[2], row[3], row[4])
-                self.stored[key] = _Stored(row[5], bool(row[6]), row[7])
+                self.stored[key] = _Stored(row[5], bool(row[6]), row[7], row[8])
 
     async def prefetch_clusters(self, names: Iterable[str]) -> None:
         todo = [n for n in set(names) if n not in self.cluster_rows]
@@ -159,7 +169,7 @@ class _Batch:
         body_json: str,
         created: str,
     ) -> None:
-        self.stored[key] = _Stored(rv, deleted, labels_json)
+        self.stored[key] = _Stored(rv, deleted, uid, labels_json)
         self.rows[key] = (
             key.cluster,
             key.api_version,
@@ -180,7 +190,9 @@ class _Batch:
         event, ref = delta.event, delta.event.ref
         key = ref.key(delta.cluster)
         stored = self.stored.get(key)
-        if stored is not None and ref.resource_version <= stored.resource_version:
+        if stored is not None and (
+            _same(stored, ref) if delta.replace else ref.resource_version <= stored.resource_version
+        ):
             self.result.skipped += 1
             return
         deleting = event.type is EventType.DELETED
@@ -214,13 +226,14 @@ class _Batch:
 
     async def sweep(self, delta: Sweep) -> None:
         await self.flush()
-        of_kind = (
+        of_kind = [
             resources.c.cluster == delta.cluster,
             resources.c.api_version == delta.kind.api_version,
             resources.c.kind == delta.kind.kind,
             resources.c.deleted.is_(False),
-            resources.c.resource_version <= delta.resource_version,
-        )
+        ]
+        if not delta.replace:
+            of_kind.append(resources.c.resource_version <= delta.resource_version)
         # Names first: a snapshot usually deletes nothing, so bodies are read only for the
         # few objects that go.
         names = await self.conn.execute(
@@ -240,13 +253,15 @@ class _Batch:
                     resources.c.resource_version,
                 ).where(*of_kind, resources.c.name.in_(gone_names[i : i + _PREFETCH_CHUNK]))
             )
-            for ns, name, uid, labels, body_json, created, rv in rows:
+            for ns, name, uid, labels, body_json, created, stored_rv in rows:
                 if (ns, name) not in gone:
                     continue
                 key = ResourceKey(delta.cluster, delta.kind.api_version, delta.kind.kind, ns, name)
                 revision = self._record(key, EventType.DELETED, orjson.loads(body_json), body_json)
-                rv = max(rv, delta.resource_version)
                 labels_json = orjson.dumps(labels).decode()
+                rv = max(stored_rv, delta.resource_version)
+                if delta.replace:
+                    rv = delta.resource_version  # another history's versions mean nothing
                 self._row(key, uid, rv, revision, True, labels_json, body_json, created)
 
     async def check_digest(self, delta: CheckDigest) -> None:

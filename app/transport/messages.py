@@ -103,6 +103,9 @@ class SnapshotChunk:
     resource_version: int
     items: list[WatchEvent]
     refused: list[RefusedObject] = field(default_factory=list)
+    replace: bool = False
+    """The listing is authoritative: it replaces what the hub holds of the kind whatever the
+    stored resourceVersions (see protocol.md, 3.5). Read from the chunk that opens it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,6 +390,9 @@ def parse_agent_message(event: CloudEvent) -> AgentMessage:
             last = _field(data, "last", bool)
             resource_version = _rv(data.get("resourceVersion"))
             items, refused = _items(_field(data, "items", list), kind)
+            replace = data.get("replace", False)
+            if not isinstance(replace, bool):
+                raise MalformedMessage("field 'replace' must be a boolean")
             return SnapshotChunk(
                 snapshot_id=snapshot_id,
                 kind=kind,
@@ -395,6 +401,7 @@ def parse_agent_message(event: CloudEvent) -> AgentMessage:
                 resource_version=resource_version,
                 items=items,
                 refused=refused,
+                replace=replace,
             )
         case MessageType.HEARTBEAT:
             return Heartbeat()

@@ -52,8 +52,11 @@ def test_digest_ignores_order() -> None:
     assert kind_digest([("a", 1)]) != kind_digest([("a", 2)])
 
 
-def snapshot(r: Reflector, sid: str, chunk: int, last: bool, names: list[str], rv: int = 10):  # type: ignore[no-untyped-def]
+def snapshot(  # type: ignore[no-untyped-def]
+    r: Reflector, sid: str, chunk: int, last: bool, names: list[str], rv: int = 10, replace=False
+):
     return r.snapshot_chunk(
+        replace=replace,
         snapshot_id=sid,
         kind=PODS,
         chunk=chunk,
@@ -179,3 +182,23 @@ def test_objects_nest_up_to_the_limit_and_no_deeper() -> None:
     wide = pod("wide", 1)
     wide["data"] = {f"k{i}": [{"x": [i]}] for i in range(500)}  # many brackets, shallow
     assert object_json(wide) == orjson.dumps(wide)
+
+
+def test_replacing_snapshot_items_replace_unless_a_watch_event_touched_them_meanwhile() -> None:
+    r = Reflector("c1")
+    first = snapshot(r, "s1", 0, False, ["a", "b"], replace=True)
+    assert all(isinstance(d, Upsert) and d.replace for d in first.deltas)
+    r.watch([event("MODIFIED", "c", 12), event("DELETED", "d", 13)])
+    second = snapshot(r, "s1", 1, True, ["c", "d", "e"])  # the flag of chunk 0 holds
+    replaced = {d.event.ref.name: d.replace for d in second.deltas if isinstance(d, Upsert)}
+    assert replaced == {"c": False, "d": False, "e": True}
+    sweep = second.deltas[-1]
+    assert isinstance(sweep, Sweep) and sweep.replace and ("default", "d") in sweep.seen
+    late = snapshot(r, "s1", 1, True, ["x"])  # a redelivered chunk: guarded like an event
+    assert not any(isinstance(d, Upsert) and d.replace for d in late.deltas)
+
+
+def test_a_merging_snapshot_never_replaces() -> None:
+    r = Reflector("c1")
+    out = snapshot(r, "s1", 0, True, ["a"])
+    assert not any(isinstance(d, Upsert | Sweep) and d.replace for d in out.deltas)

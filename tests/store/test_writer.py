@@ -78,22 +78,69 @@ async def test_delete_of_an_unknown_object_leaves_only_a_tombstone(engine: Async
     assert applied.changes == [] and await live(engine) == {}
 
 
-async def test_sweep_deletes_only_unseen_objects_not_newer_than_the_listing(
+async def test_a_merging_sweep_deletes_only_unseen_objects_not_newer_than_the_listing(
     engine: AsyncEngine,
 ) -> None:
     writer = InventoryWriter(engine)
     await writer.apply(
         [Upsert("c1", event("ADDED", n, rv)) for n, rv in [("keep", 1), ("gone", 2), ("newer", 20)]]
     )
-    await writer.apply([Upsert("c2", event("ADDED", "other-cluster", 1))])
     applied = await writer.apply(
         [Sweep("c1", PODS, frozenset({("default", "keep")}), resource_version=10)]
     )
-    assert [(c.type, c.name, c.cluster) for c in applied.changes] == [("DELETED", "gone", "c1")]
-    assert await live(engine) == {"keep": 1, "newer": 20, "other-cluster": 1}
-    # the tombstone is at the listing's resourceVersion: an older event cannot resurrect it
-    late = await writer.apply([Upsert("c1", event("MODIFIED", "gone", 9))])
-    assert late.changes == []
+    assert [(c.type, c.name) for c in applied.changes] == [("DELETED", "gone")]
+    assert await live(engine) == {"keep": 1, "newer": 20}
+    assert (await writer.apply([Upsert("c1", event("MODIFIED", "gone", 9))])).changes == []
+
+
+async def test_a_replacing_sweep_deletes_every_unseen_object_whatever_its_version(
+    engine: AsyncEngine,
+) -> None:
+    """Objects watched during the snapshot are in `seen`; anything else the listing lacks is
+    gone from the cluster, even stored at a version above the listing's (another history)."""
+    writer = InventoryWriter(engine)
+    await writer.apply(
+        [Upsert("c1", event("ADDED", n, rv)) for n, rv in [("keep", 1), ("gone", 2), ("newer", 20)]]
+    )
+    await writer.apply([Upsert("c2", event("ADDED", "other-cluster", 1))])
+    applied = await writer.apply(
+        [Sweep("c1", PODS, frozenset({("default", "keep")}), resource_version=10, replace=True)]
+    )
+    assert sorted((c.type, c.name, c.cluster) for c in applied.changes) == [
+        ("DELETED", "gone", "c1"),
+        ("DELETED", "newer", "c1"),
+    ]
+    assert await live(engine) == {"keep": 1, "other-cluster": 1}
+    # the tombstone is at the listing's resourceVersion: an older event cannot resurrect it,
+    # and a newer one (the name created again) can
+    assert (await writer.apply([Upsert("c1", event("MODIFIED", "gone", 9))])).changes == []
+    again = await writer.apply([Upsert("c1", event("ADDED", "newer", 11, uid="other"))])
+    assert [(c.type, c.name) for c in again.changes] == [("ADDED", "newer")]
+
+
+async def test_a_snapshot_item_replaces_a_version_from_another_history(
+    engine: AsyncEngine,
+) -> None:
+    writer = InventoryWriter(engine)
+    await writer.apply([Upsert("c1", event("ADDED", n, 5000)) for n in ("a", "b", "c")])
+    await writer.apply([Upsert("c1", event("DELETED", "d", 6000))])
+    items = [
+        Upsert("c1", event("ADDED", "a", 30, uid="new-a"), replace=True),  # re-created
+        Upsert("c1", event("ADDED", "b", 40), replace=True),  # restored: same uid, older
+        Upsert("c1", event("ADDED", "c", 5000), replace=True),  # unchanged
+        Upsert("c1", event("ADDED", "d", 50), replace=True),  # deleted in a lost future
+        Upsert("c1", event("ADDED", "e", 10)),  # a watch event: still guarded
+    ]
+    applied = await writer.apply(items)
+    assert [(c.type, c.name) for c in applied.changes] == [
+        ("MODIFIED", "a"),
+        ("MODIFIED", "b"),
+        ("ADDED", "d"),
+        ("ADDED", "e"),
+    ]
+    assert await live(engine) == {"a": 30, "b": 40, "c": 5000, "d": 50, "e": 10}
+    stale = await writer.apply([Upsert("c1", event("MODIFIED", "a", 20, uid="new-a"))])
+    assert stale.changes == []  # after the replace, the new history's order holds again
 
 
 async def test_digest_mismatch_asks_for_a_relist(engine: AsyncEngine) -> None:

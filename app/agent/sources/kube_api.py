@@ -9,6 +9,7 @@ Errors raised here (transport failures surface as `aiohttp.ClientError`, `Timeou
 
     KubeApiError            the server refused a request (non-2xx, or a watch ERROR event)
      +-- ResourceExpired    410 Gone: a resourceVersion or continue token fell out of history
+     +-- ResourceVersionTooLarge  504: the server's history is behind the resourceVersion
      +-- UnknownKind        discovery does not serve the kind in its API version
 """
 
@@ -58,6 +59,12 @@ class ResourceExpired(KubeApiError):
     """410 Gone: the requested history was compacted; only a fresh list can continue."""
 
 
+class ResourceVersionTooLarge(KubeApiError):
+    """504 "Too large resource version": the server's history is behind the resourceVersion
+    asked for (etcd restored from a backup, or a lagging cache). client-go relists on it;
+    waiting for the server to catch up would skip what happened in between."""
+
+
 class UnknownKind(KubeApiError):
     """The kind is not served in its API version (a typo, or a CRD not installed yet)."""
 
@@ -69,7 +76,15 @@ def error_from_status(status: object, http_status: int = 0) -> KubeApiError:
     code = code if isinstance(code, int) and not isinstance(code, bool) else http_status
     reason = str(fields.get("reason") or "")
     message = str(fields.get("message") or reason or "no message")
-    return (ResourceExpired if code == GONE else KubeApiError)(code, message, reason)
+    if code == GONE:
+        return ResourceExpired(code, message, reason)
+    details = fields.get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
+    too_large = "Too large resource version" in message or any(
+        isinstance(c, dict) and c.get("reason") == "ResourceVersionTooLarge"
+        for c in (causes if isinstance(causes, list) else [])
+    )
+    return (ResourceVersionTooLarge if too_large else KubeApiError)(code, message, reason)
 
 
 def group_path(api_version: str) -> str:

@@ -10,6 +10,8 @@ Contract, per kind, while `run` is awaited (client-go's reflector loop):
   bookmark), so nothing is reported twice and nothing is skipped;
 - a watch the server expired (410 Gone) cannot be resumed: the kind is listed again and the
   listing reported through `sink.listed`, whose replace semantics repair missed deletes;
+- a watch from a resourceVersion the server has not reached (504 too large: etcd restored
+  from a backup) is not waited out either: the kind is listed again, as client-go does;
 - transport and server errors never end `run`: they are logged and retried with capped,
   jittered exponential backoff, resuming from the last resourceVersion;
 - objects that fail `object_ref` validation are logged and skipped.
@@ -34,6 +36,7 @@ from app.agent.sources.kube_api import (
     KubeApi,
     KubeApiError,
     ResourceExpired,
+    ResourceVersionTooLarge,
     error_from_status,
     load_configuration,
 )
@@ -161,6 +164,14 @@ class KubernetesSource:
                 await self._watch(cursor, backoff)
             except ResourceExpired as exc:
                 logger.info("watching %s: %s; listing again", kind, exc)
+                cursor = None
+            except ResourceVersionTooLarge as exc:
+                logger.warning(
+                    "watching %s: %s: the server's history is behind ours (an etcd restore?); "
+                    "listing again",
+                    kind,
+                    exc,
+                )
                 cursor = None
             except RETRYABLE as exc:
                 delay = backoff.next_delay()

@@ -53,6 +53,8 @@ class HubSettings(CommonSettings):
     """Ingest holding messages without a commit this long makes /readyz fail."""
     retain_rejections: int = 10_000
     """Dead-letter records kept (`GET /rejections`)."""
+    read_lock_timeout_s: float = 2.0
+    """PostgreSQL: how long a read waits for a lock before the request is answered 503."""
 
 
 class AgentSettings(CommonSettings):

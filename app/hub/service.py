@@ -45,8 +45,13 @@ class HubService:
     def __init__(self, settings: HubSettings, *, migrate: bool = True) -> None:
         self.settings = settings
         self._migrate = migrate
+        # Readers give up on a lock after `read_lock_timeout_s` (PostgreSQL) and answer 503,
+        # rather than hang behind a table someone locked.
         self.engine = create_engine(
-            settings.database_url, json_serializer=_json_dumps, json_deserializer=orjson.loads
+            settings.database_url,
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
+            lock_timeout_s=settings.read_lock_timeout_s,
         )
         # Ingest writes through its own small pool: a burst of readers (200 browsers
         # reconnecting) must not leave the writer waiting for a pooled connection.

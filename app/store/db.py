@@ -35,8 +35,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine for `url`; for a SQLite file its directory is created."""
+def create_engine(url: str, *, lock_timeout_s: float | None = None, **kwargs: Any) -> AsyncEngine:
+    """An async engine for `url`; for a SQLite file its directory is created. On
+    PostgreSQL, `lock_timeout_s` bounds how long a statement waits for a lock (SQLite readers
+    never wait: WAL)."""
     url = async_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -47,6 +49,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("pool_pre_ping", True)
+    if lock_timeout_s is not None:
+        settings = {"lock_timeout": str(int(lock_timeout_s * 1000))}
+        kwargs.setdefault("connect_args", {}).setdefault("server_settings", settings)
     return create_async_engine(url, **kwargs)
 
 

@@ -9,7 +9,14 @@ unavailable: the batch is retried whole and nothing is acknowledged, so nothing 
 
 from __future__ import annotations
 
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StatementError,
+)
 
 _DATA_SQLSTATE_CLASSES = ("22", "23", "54")
 """PostgreSQL: data exception (22: U+0000 in text or jsonb, a value out of range),
@@ -28,3 +35,22 @@ def is_data_error(exc: BaseException) -> bool:
     if isinstance(exc, StatementError):
         return isinstance(exc.orig, _PYTHON_DATA_ERRORS)
     return isinstance(exc, _PYTHON_DATA_ERRORS)
+
+
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "55P03", "57014", "40001", "40P01")
+"""PostgreSQL: connection exceptions (08), the server shutting down or terminating the
+backend (57P0x), a lock or statement timeout (55P03, 57014), serialization and deadlock
+failures (40001, 40P01): worth one retry, then a 503."""
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database could not answer now (a lost connection, a timeout, a lock): a reader
+    may retry, and otherwise tells its client to come back (503), not that it failed (500)."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+        return isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, ConnectionError | TimeoutError)

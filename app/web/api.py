@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse
 from app.store import queries, rejections
 from app.store.queries import MAX_LIMIT, AmbiguousKind, BadCursor, ResourceQuery
 from app.web.deps import ApiVersionParam, EngineDep, HubDep, QueryDep, kind_ref
+from app.web.resilience import RetryingRoute
 from app.web.wire import iso_time
 
-router = APIRouter()
+router = APIRouter(route_class=RetryingRoute)
 
 LimitParam = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")]
 ContinueParam = Annotated[str | None, Query(alias="continue", description="opaque cursor")]

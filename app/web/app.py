@@ -9,12 +9,14 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError
 
 from app import __version__
 from app.config import HubSettings
 from app.hub.service import HubService
 from app.web import api, metrics, pages, sse, workload_pages, workloads
 from app.web.live import FleetPulse, RenderCache, Signal
+from app.web.resilience import unavailable
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 
@@ -41,6 +43,7 @@ def create_app(settings: HubSettings) -> FastAPI:
         description="Every cluster's Kubernetes objects, carried over MQTT, stored in SQL.",
         lifespan=lifespan,
     )
+    app.add_exception_handler(DBAPIError, unavailable)
     app.include_router(api.router)
     app.include_router(sse.router)
     app.include_router(metrics.router)

@@ -24,12 +24,13 @@ from app.store.records import ChangeRecord
 from app.web import render
 from app.web.deps import ApiVersionParam, HubDep, QueryDep, kind_ref
 from app.web.live import FleetPulse, RenderCache, change_fragments, pulse_events
+from app.web.resilience import RetryingRoute
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 PAGE_SIZE = 50
 SSE_PING_S = 15
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=RetryingRoute)
 
 
 def build_templates() -> Jinja2Templates:

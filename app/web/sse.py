@@ -52,9 +52,10 @@ from app.store import queries
 from app.store.queries import ResourceQuery
 from app.store.records import ChangeRecord, ClusterStatus
 from app.web.deps import HubDep, QueryDep
+from app.web.resilience import RetryingRoute
 from app.web.wire import ChangeData, ClusterData, ResetData, iso_time
 
-router = APIRouter()
+router = APIRouter(route_class=RetryingRoute)
 
 PING_S = 15
 SEND_TIMEOUT_S = 30

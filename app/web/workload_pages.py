@@ -21,9 +21,10 @@ from app.store.workloads import DeliveryRow, WorkloadExists, WorkloadNotFound
 from app.web.deps import HubDep
 from app.web.live import Signal, rerendered
 from app.web.pages import SSE_PING_S, render_page, templates_of
+from app.web.resilience import RetryingRoute
 from app.web.workloads import _values, preview
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=RetryingRoute)
 
 
 def _signal(request: Request) -> Signal:

@@ -12,8 +12,9 @@ from app.placement.spec import Placement, WorkloadSpec
 from app.store import workloads as store
 from app.store.workloads import DeliveryRow, WorkloadExists, WorkloadNotFound, WorkloadRow
 from app.web.deps import HubDep
+from app.web.resilience import RetryingRoute
 
-router = APIRouter(tags=["workloads"])
+router = APIRouter(tags=["workloads"], route_class=RetryingRoute)
 
 
 def _values(spec: WorkloadSpec) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from app.informer.deltas import (
     Upsert,
 )
 from app.informer.digest import kind_digest
-from app.informer.objects import EventType, ObjectRef, ResourceKey
+from app.informer.objects import EventType, KindKey, ObjectRef, ResourceKey
 from app.store.records import Applied, ChangeRecord, ClusterStatus, RejectionRecord
 from app.store.statements import Statements
 from app.store.tables import clusters, rejections, resources, revision_counter
@@ -294,7 +294,13 @@ class _Batch:
         row["_dirty"] = True
         return row
 
-    def hello(self, delta: ClusterHello) -> None:
+    async def hello(self, delta: ClusterHello) -> None:
+        """Upsert the cluster; objects of kinds its previous hello announced and this one
+        does not are deleted (the agent no longer watches them: nothing would update them)."""
+        before = self.cluster_rows.get(delta.cluster, {}).get("kinds") or []
+        dropped = set(before) - {str(k) for k in delta.kinds}
+        for kind in sorted(dropped):
+            await self.sweep(Sweep(delta.cluster, KindKey.parse(kind), frozenset(), 0, True))
         self._cluster(delta.cluster).update(
             labels=delta.labels,
             kinds=[str(k) for k in delta.kinds],
@@ -394,7 +400,7 @@ class InventoryWriter:
                     case CheckDigest():
                         await batch.check_digest(delta)
                     case ClusterHello():
-                        batch.hello(delta)
+                        await batch.hello(delta)
                     case ClusterSeen():
                         batch.seen(delta)
                     case ClusterOffline():

@@ -176,3 +176,30 @@ async def test_a_large_batch_is_one_transaction(engine: AsyncEngine) -> None:
     assert len(applied.changes) == 2500
     async with engine.connect() as conn:
         assert await conn.scalar(select(func.max(changes.c.revision))) == 2500
+
+
+async def test_a_hello_without_a_kind_deletes_that_clusters_objects_of_it(
+    engine: AsyncEngine,
+) -> None:
+    writer = InventoryWriter(engine)
+    nodes = KindKey("v1", "Node")
+    await writer.apply([ClusterHello("c1", {}, (PODS, nodes), 5.0, "1")])
+    await writer.apply(
+        [
+            Upsert("c1", event("ADDED", "p", 1)),
+            Upsert("c1", event("ADDED", "n", 2, kind="Node", namespace="")),
+            Upsert("c2", event("ADDED", "n", 2, kind="Node", namespace="")),
+        ]
+    )
+    same = await writer.apply([ClusterHello("c1", {}, (nodes, PODS), 5.0, "1")])
+    assert same.changes == []
+    fewer = await writer.apply([ClusterHello("c1", {}, (PODS,), 5.0, "1")])
+    assert [(c.type, c.kind, c.cluster) for c in fewer.changes] == [("DELETED", "Node", "c1")]
+    assert await live(engine) == {"p": 1, "n": 2}  # c2's Node stays
+    back = await writer.apply(
+        [
+            ClusterHello("c1", {}, (PODS, nodes), 5.0, "1"),
+            Upsert("c1", event("ADDED", "n", 1, kind="Node", namespace="")),
+        ]
+    )
+    assert [(c.type, c.kind) for c in back.changes] == [("ADDED", "Node")]  # tombstone at 0

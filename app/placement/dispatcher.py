@@ -182,10 +182,19 @@ class Dispatcher:
                 stray = await store.resync_cluster(
                     self._engine, cluster, message.held, now, self._lock
                 )
-                for name in stray:
-                    await self._send(
-                        cluster, WorkloadRemove(name, message.held[name], "Foreground")
-                    )
+                replies: list[WorkloadRemove | WorkloadStatusResync] = [
+                    WorkloadRemove(name, message.held[name], "Foreground") for name in stray
+                ]
+                # OCM's status resync: the agent re-sends the statuses whose hash differs
+                replies.append(
+                    WorkloadStatusResync(await store.status_hashes(self._engine, cluster))
+                )
+                for reply in replies:
+                    try:  # ingest waits on this: a broker away must not stall it
+                        await asyncio.wait_for(self._send(cluster, reply), 5)
+                    except TimeoutError:
+                        log.warning("broker away: could not answer %s's resync", cluster)
+                        break
         if touched and self.on_change:
             self.on_change(sorted(touched))
         self.wake()

@@ -120,7 +120,9 @@ async def test_a_flooding_cluster_is_cut_off_and_the_others_flow(
             (change,) = await asyncio.wait_for(reader.next(1), 1.0)
             assert change["event"] == "ADDED" and time.monotonic() - sent < 1.0
             noisy_now = await hub.get("/clusters/noisy")
+            noisy_page = (await hub.http.get("/ui/clusters/noisy")).text
             await flood
+        assert 'class="badge warn"' in noisy_page and "over quota" in noisy_page
         assert noisy_now["overQuota"] is not None and noisy_now["overQuota"]["dropped"] > 0
         assert (await hub.get("/clusters/quiet"))["overQuota"] is None
         refused = await hub.get("/rejections", cluster="noisy", reason="over_quota")

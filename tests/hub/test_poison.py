@@ -165,3 +165,27 @@ async def test_an_object_the_database_refuses_is_isolated_down_to_itself(
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_the_cluster_page_lists_what_the_hub_refused(
+    broker: Mosquitto, tmp_path: Any
+) -> None:
+    async with (
+        live_hub(broker_url=broker.url, database_url=f"sqlite:///{tmp_path}/h.db") as hub,
+        RawAgent(broker.url, "bad-1") as bad,
+    ):
+        await bad.hello("v1/Pod")
+        await bad.events(("ADDED", nested_pod("deep", 300, 1)), ("ADDED", pod("fine", 2)))
+        await wait_until(lambda: _has(hub, "bad-1", "Pod", "fine"), what="fine stored")
+        await wait_until(
+            lambda: _async(bool(hub.hub.ingest.stats.rejected)), what="the refusal counted"
+        )
+
+        async def listed() -> bool:
+            page = (await hub.http.get("/ui/clusters/bad-1")).text
+            return "Refused messages" in page and "Pod default/deep" in page
+
+        await wait_until(listed, what="the refusal on the cluster page")
+        page = (await hub.http.get("/ui/clusters/bad-1")).text
+        assert "bad_object" in page and "nests deeper than 200 levels" in page
+        assert 'href="/rejections?cluster=bad-1"' in page

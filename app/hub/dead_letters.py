@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.store.records import RejectionRecord
+from app.store.records import RejectionRecord, shown
 
 
 @dataclass(slots=True)
@@ -70,7 +70,6 @@ class DeadLetters:
             self.dropped += 1
             return
         allowance.tokens -= 1.0
-        text = payload[:8192] if isinstance(payload, bytes | str) else b""
         self._pending.append(
             RejectionRecord(
                 at=now,
@@ -80,9 +79,7 @@ class DeadLetters:
                 reason=reason,
                 detail=detail,
                 size=size,
-                payload=text.decode("utf-8", "backslashreplace")
-                if isinstance(text, bytes)
-                else text,
+                payload=shown(payload),
                 object=object,
                 suppressed=allowance.suppressed,
             )

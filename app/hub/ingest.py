@@ -1,18 +1,15 @@
 """Ingest: MQTT messages from agents -> reflectors -> one SQL transaction per batch.
 
 - `handle` is gmqtt's message callback. It admits the message against its cluster's quota
-  (`quota.py`: over quota -> dropped before parsing), checks it (topic, envelope, payload,
-  each object) and queues it on its cluster's queue, then returns only after the batch
-  holding it is committed, so the broker's PUBACK means "stored" (ack after commit). A
-  refused message or object is counted by reason, logged (at most once a minute per cluster
-  and reason), kept in the dead-letter table (`dead_letters.py`) and acknowledged:
-  redelivering it could not make it valid.
+  (`quota.py`: over quota -> dropped before parsing), checks it (`admission.py`: topic,
+  envelope, payload, each object; refusals counted, recorded and acknowledged by
+  `refusals.py`) and queues it on its cluster's queue, then returns only after the batch
+  holding it is committed, so the broker's PUBACK means "stored" (ack after commit).
 - `run` takes batches round-robin over the clusters with queued messages, so one busy
-  cluster cannot push the others to the back; reflects them; and commits them in one
-  transaction. A failure is either the database being unavailable (retried whole, with
-  backoff, nothing acknowledged: nothing is lost) or data that can never be stored
-  (`app.store.errors.is_data_error`): then the batch is split until the culprit messages
-  are found, the rest committed, and those refused as `unstorable`.
+  cluster cannot push the others to the back; reflects them; and commits them through
+  `isolation.py`: an unavailable database is waited out (nothing acknowledged, nothing lost),
+  data the database will never take is isolated down to one object and refused
+  (`unstorable`) while the rest commits.
 - After a commit it fans the changes out to the feed, renews the registry's claims, and
   asks agents to relist what needs it, through `RelistLimiter`.
 
@@ -31,15 +28,16 @@ import functools
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import orjson
-
+from app.hub.admission import Admission
 from app.hub.dead_letters import DeadLetters
 from app.hub.feed import ChangeFeed
+from app.hub.isolation import IngestHealth, Isolator
 from app.hub.quota import ClusterQuota, OverQuota
+from app.hub.refusals import Refusals
 from app.hub.registry import ClusterRegistry
 from app.hub.relists import EVERYTHING, RelistLimiter
 from app.informer.deltas import ClusterHello, ClusterOffline, ClusterSeen, Delta, Sweep, Upsert
@@ -48,26 +46,23 @@ from app.informer.reflector import Reflection, Reflector
 from app.store.errors import is_data_error
 from app.store.records import Applied
 from app.store.writer import InventoryWriter
-from app.transport import cloudevents, topics
+from app.transport import topics
 from app.transport.messages import (
     AgentMessage,
     Digest,
     Heartbeat,
     Hello,
     Offline,
-    RefusedObject,
     SnapshotChunk,
     WatchEvents,
     WorkloadResync,
     WorkloadStatus,
     message_type,
-    parse_agent_message,
 )
 
 log = logging.getLogger(__name__)
 
 SLOW_BATCH_S = 0.1
-LOG_EVERY_S = 60.0
 T = TypeVar("T")
 U = TypeVar("U")
 WorkloadMessages = Callable[[list[tuple[str, AgentMessage]]], Awaitable[None]]
@@ -118,18 +113,6 @@ class IngestStats:
     """Resync requests sent to agents."""
     rejected: Counter[str] = field(default_factory=Counter)
     """Refused messages and objects, by reason (`over_quota` included)."""
-    write_failures: int = 0
-    """Batches that failed for the database being unavailable (and were retried)."""
-
-
-@dataclass
-class IngestHealth:
-    """What readiness needs to know: is ingest committing, or stuck?"""
-
-    last_commit: float = field(default_factory=time.monotonic)
-    failing_since: float | None = None
-    """Set while writes fail for the database being unavailable."""
-    last_error: str = ""
 
 
 class Ingest:
@@ -177,12 +160,12 @@ class Ingest:
         self._reflectors: dict[str, Reflector] = {}
         self._heartbeat_s: dict[str, float] = {}
         self._instances: dict[str, str] = {}
-        self._announced: dict[str, frozenset[KindKey]] = {}
-        """Per cluster, the kinds its last hello announced (a hub restart loads them)."""
-        self._relist_wanted: dict[str, set[KindKey | None]] = {}
         self.stats = IngestStats()
+        self.refusals = Refusals(self.dead_letters, self._ready.set)
+        self.stats.rejected = self.refusals.counts
+        self.admission = Admission(self.refusals)
         self.health = IngestHealth()
-        self._last_logged: dict[tuple[str, str], float] = {}
+        self._isolator = Isolator(self.health)
 
     # -- state for readiness and metrics -------------------------------------------------
 
@@ -205,148 +188,9 @@ class Ingest:
 
     def announce(self, cluster: str, kinds: Iterable[KindKey]) -> None:
         """Known from before (the clusters table at start): its events are accepted."""
-        self._announced[cluster] = frozenset(kinds)
-
-    # -- refusals ------------------------------------------------------------------------
-
-    def reject(
-        self,
-        reason: str,
-        topic: str,
-        detail: str,
-        *,
-        cluster: str = "",
-        type_: str = "",
-        payload: bytes | str = b"",
-        size: int = 0,
-        object_: str = "",
-        counted: bool = True,
-    ) -> None:
-        """Count a refusal, keep a record of it, and log it (at most once a minute per
-        cluster and reason: a flood of bad messages must not flood the log too)."""
-        if counted:
-            self.stats.rejected[reason] += 1
-        self.dead_letters.add(
-            cluster=cluster,
-            topic=topic,
-            type=type_,
-            reason=reason,
-            detail=detail,
-            size=size or len(payload),
-            payload=payload,
-            object=object_,
-        )
-        self._ready.set()  # the record is written with the next batch, or alone
-        now = time.monotonic()
-        if now - self._last_logged.get((cluster, reason), -LOG_EVERY_S) >= LOG_EVERY_S:
-            self._last_logged[(cluster, reason)] = now
-            if len(self._last_logged) > 10_000:
-                self._last_logged.clear()
-            log.warning(
-                "refused from cluster %r on %s (%s, %d so far): %s",
-                cluster,
-                topic,
-                reason,
-                self.stats.rejected[reason],
-                detail,
-            )
-
-    def _refuse_objects(
-        self, cluster: str, topic: str, type_: str, refused: Sequence[RefusedObject]
-    ) -> None:
-        for r in refused:
-            obj = r.item if isinstance(r.item, dict) else {}
-            meta = obj.get("metadata")
-            meta = meta if isinstance(meta, dict) else {}
-            what = f"{obj.get('kind', '?')} {meta.get('namespace') or ''}/{meta.get('name', '?')}"
-            try:
-                payload = orjson.dumps(r.item)
-            except (TypeError, orjson.JSONEncodeError):
-                payload = b"(too deeply nested to show)"
-            self.reject(
-                r.reason,
-                topic,
-                r.detail,
-                cluster=cluster,
-                type_=type_,
-                payload=payload,
-                size=len(payload),
-                object_=what[:600],
-            )
+        self.admission.announce(cluster, kinds)
 
     # -- receiving -----------------------------------------------------------------------
-
-    def _check(self, cluster: str, topic: str, payload: bytes) -> AgentMessage | None:
-        try:
-            envelope = cloudevents.decode(payload)
-        except cloudevents.MalformedMessage as exc:
-            self.reject(exc.reason, topic, str(exc), cluster=cluster, payload=payload)
-            return None
-        if envelope.cluster != cluster:
-            detail = f"message names cluster {envelope.cluster!r}, topic {cluster!r}"
-            self.reject("cluster_mismatch", topic, detail, cluster=cluster, payload=payload)
-            return None
-        try:
-            message = parse_agent_message(envelope)
-        except cloudevents.MalformedMessage as exc:
-            self.reject(
-                exc.reason, topic, str(exc), cluster=cluster, type_=envelope.type, payload=payload
-            )
-            return None
-        return self._admit_kinds(cluster, topic, envelope.type, payload, message)
-
-    def _admit_kinds(
-        self, cluster: str, topic: str, type_: str, payload: bytes, message: AgentMessage
-    ) -> AgentMessage | None:
-        """Inventory from a cluster must follow its hello, and be of a kind it announced."""
-        if isinstance(message, Hello):
-            self._announced[cluster] = frozenset(message.kinds)
-            return message
-        if not isinstance(message, WatchEvents | SnapshotChunk | Digest):
-            return message
-        kinds = self._announced.get(cluster)
-        if kinds is None:
-            self.reject(
-                "no_hello",
-                topic,
-                "inventory before any hello; asked the agent for hello and a relist",
-                cluster=cluster,
-                type_=type_,
-                payload=payload,
-            )
-            self._relist_wanted.setdefault(cluster, set()).add(EVERYTHING)
-            return None
-        match message:
-            case SnapshotChunk() if message.kind not in kinds:
-                detail = f"a snapshot of {message.kind}, which the cluster's hello did not announce"
-                self.reject(
-                    "unannounced_kind", topic, detail, cluster=cluster, type_=type_, payload=payload
-                )
-                return None
-            case SnapshotChunk():
-                self._refuse_objects(cluster, topic, type_, message.refused)
-            case WatchEvents():
-                kept = [e for e in message.events if e.ref.kind_key in kinds]
-                refused = [*message.refused]
-                refused += [
-                    RefusedObject(
-                        "unannounced_kind", f"{e.ref.kind_key} was not announced", e.object
-                    )
-                    for e in message.events
-                    if e.ref.kind_key not in kinds
-                ]
-                self._refuse_objects(cluster, topic, type_, refused)
-                for r in message.refused:  # a relist replaces a stale version the hub holds
-                    kind = _kind_of(r.item)
-                    if kind is not None and kind in kinds:
-                        self._relist_wanted.setdefault(cluster, set()).add(kind)
-                if len(kept) != len(message.events):
-                    return WatchEvents(kept)
-            case Digest():
-                unknown = message.digests.keys() - kinds
-                if unknown:
-                    return Digest({k: d for k, d in message.digests.items() if k in kinds})
-        return message
 
     async def handle(self, topic: str, payload: bytes) -> None:
         try:
@@ -354,12 +198,12 @@ class Ingest:
         except ValueError as exc:
             parts = topic.split("/")
             claimed = parts[3] if len(parts) > 3 else ""
-            self.reject("topic", topic, str(exc), cluster=claimed, payload=payload)
+            self.refusals.reject("topic", topic, str(exc), cluster=claimed, payload=payload)
             return
         if not self.quota.admit(cluster, len(payload)):
             self.stats.rejected["over_quota"] += 1
             return
-        message = self._check(cluster, topic, payload)
+        message = self.admission.check(cluster, topic, payload)
         if message is None:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -498,9 +342,9 @@ class Ingest:
             self.stats.batches += bool(batch)
             self.stats.changes += len(applied.changes)
             self._feed.publish([*applied.changes, *applied.clusters])
-            for cluster, kinds in self._relist_wanted.items():
+            for cluster, kinds in self.admission.relist_wanted.items():
                 relist.setdefault(cluster, set()).update(kinds)
-            self._relist_wanted = {}
+            self.admission.relist_wanted = {}
             self._quota_changes(relist)
             await self._after_commit(batch, relist)
 
@@ -520,65 +364,10 @@ class Ingest:
                 relist.setdefault(cluster, set()).update(kinds or {EVERYTHING})
 
         parts = [_Part(p, p.deltas) for p in batch]
-        await self._isolating(
+        await self._isolator.write(
             parts, write, lambda part, exc: self._unstorable(part, exc, parts), _Part.halves
         )
         return total
-
-    async def _isolating(
-        self,
-        items: list[U],
-        write: Callable[[list[U]], Awaitable[None]],
-        refuse: Callable[[U, Exception], None],
-        split: Callable[[U], list[U] | None] = lambda _: None,
-    ) -> None:
-        """Write `items` in order: whole if possible; on a data error, in halves (and a
-        single item split further by `split`) until the items that cannot be stored are
-        found and refused; on any other error, retry the same group with backoff until the
-        database is back. Halves keep their order, so per-cluster order holds."""
-        groups: deque[list[U]] = deque([items])
-        delay = 0.1
-        while groups:
-            group = groups[0]
-            try:
-                await write(group)
-            except Exception as exc:
-                if not is_data_error(exc):
-                    await self._wait_for_database(exc, delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
-                groups.popleft()
-                pieces = [group[: len(group) // 2], group[len(group) // 2 :]]
-                if len(group) == 1:
-                    smaller = split(group[0])
-                    pieces = [[piece] for piece in smaller] if smaller else []
-                if pieces:
-                    groups.extendleft(reversed(pieces))
-                else:
-                    refuse(group[0], exc)
-                continue
-            groups.popleft()
-            self._committed()
-
-    async def _wait_for_database(self, exc: Exception, delay: float) -> None:
-        self.stats.write_failures += 1
-        health = self.health
-        if health.failing_since is None:
-            health.failing_since = time.monotonic()
-            log.exception("writing a batch failed; retrying (not acknowledged meanwhile)")
-        else:
-            log.warning("writing a batch failed again (%s); retrying in %.1fs", exc, delay)
-        health.last_error = str(exc).split("\n", 1)[0][:300]
-        await asyncio.sleep(delay)
-
-    def _committed(self) -> None:
-        if self.health.failing_since is not None:
-            log.warning(
-                "writes work again after %.1fs", time.monotonic() - self.health.failing_since
-            )
-        self.health.failing_since = None
-        self.health.last_error = ""
-        self.health.last_commit = time.monotonic()
 
     def _unstorable(self, part: _Part, exc: Exception, parts: list[_Part]) -> None:
         """`part` cannot be stored: one object (refuse it, as if the agent had never sent
@@ -588,7 +377,7 @@ class Ingest:
         cause = getattr(exc, "orig", None) or exc
         detail = f"cannot be stored: {type(cause).__name__}: {cause}".split("\n", 1)[0]
         refuse = functools.partial(
-            self.reject,
+            self.refusals.reject,
             "unstorable",
             pending.topic,
             detail,
@@ -608,7 +397,7 @@ class Ingest:
                     if other.pending.cluster == pending.cluster:
                         other.deltas = [_unsee(d, kind, name) for d in other.deltas]
             else:  # a relist replaces the version stored before this event
-                self._relist_wanted.setdefault(pending.cluster, set()).add(kind)
+                self.admission.relist_wanted.setdefault(pending.cluster, set()).add(kind)
             return
         kinds = {d.event.ref.kind_key for d in part.deltas if isinstance(d, Upsert)}
         refuse(payload=b"[" + b",".join(_objects_json(pending.message))[:8192] + b"]")
@@ -619,7 +408,7 @@ class Ingest:
                     other.deltas = [
                         d for d in other.deltas if not (isinstance(d, Sweep) and d.kind in kinds)
                     ]
-            self._relist_wanted.setdefault(pending.cluster, set()).update(kinds)
+            self.admission.relist_wanted.setdefault(pending.cluster, set()).update(kinds)
 
     async def _hand_over_workload_messages(self, batch: list[_Pending]) -> None:
         handler = self._on_workload_messages
@@ -635,9 +424,11 @@ class Ingest:
             cluster, message = item
             detail = f"cannot be stored: {type(exc).__name__}: {exc}".split("\n", 1)[0]
             topic = topics.agent_events(self._source, cluster)
-            self.reject("unstorable", topic, detail, cluster=cluster, type_=message_type(message))
+            self.refusals.reject(
+                "unstorable", topic, detail, cluster=cluster, type_=message_type(message)
+            )
 
-        await self._isolating(messages, handler, refuse)
+        await self._isolator.write(messages, handler, refuse)
 
     async def _write_dead_letters(self) -> None:
         records = self.dead_letters.take()
@@ -658,7 +449,7 @@ class Ingest:
         entered, self.quota.entered = self.quota.entered, []
         settings = self.quota.settings
         for over in entered:
-            self.reject(
+            self.refusals.reject(
                 "over_quota",
                 topics.agent_events(self._source, over.cluster),
                 f"over its quota ({settings.messages_per_s:g} messages/s, "
@@ -722,11 +513,3 @@ def _objects_json(message: AgentMessage) -> list[bytes]:
     if isinstance(message, WatchEvents):
         return [e.json for e in message.events]
     return [e.json for e in message.items] if isinstance(message, SnapshotChunk) else []
-
-
-def _kind_of(item: object) -> KindKey | None:
-    if isinstance(item, dict):
-        api_version, kind = item.get("apiVersion"), item.get("kind")
-        if isinstance(api_version, str) and isinstance(kind, str) and api_version and kind:
-            return KindKey(api_version, kind)
-    return None

@@ -85,7 +85,7 @@ async def metrics(hub: HubDep) -> str:
         "ti_ingest_write_failures_total",
         "counter",
         "Batch writes that failed for the database being unavailable (retried).",
-        {"": stats.write_failures},
+        {"": hub.ingest.health.write_failures},
     )
     metric(
         "ti_ingest_over_quota_clusters",

@@ -49,7 +49,7 @@ class HubSettings(CommonSettings):
     quota_bytes_per_s: float = 4 * 1024 * 1024
     quota_byte_burst: float = 16 * 1024 * 1024
     quota_calm_s: float = 5.0
-    stuck_after_s: float = 30.0
+    stuck_after_s: float = 10.0
     """Ingest holding messages without a commit this long makes /readyz fail."""
     retain_rejections: int = 10_000
     """Dead-letter records kept (`GET /rejections`)."""

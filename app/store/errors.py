@@ -54,3 +54,15 @@ def is_unavailable(exc: BaseException) -> bool:
             return True
         return isinstance(exc, OperationalError | InterfaceError)
     return isinstance(exc, ConnectionError | TimeoutError)
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """The connection died under the statement (a terminated backend, a failover): the same
+    read on a fresh connection may well work. A lock or statement timeout is not retried:
+    it would only double the wait."""
+    if not isinstance(exc, DBAPIError):
+        return isinstance(exc, ConnectionError)
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    return exc.connection_invalidated or (
+        isinstance(sqlstate, str) and sqlstate.startswith(("08", "57P01", "57P02", "57P03"))
+    )

@@ -16,7 +16,7 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from app.store.errors import is_unavailable
+from app.store.errors import is_connection_lost, is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class RetryingRoute(APIRoute):
             try:
                 return await handler(request)
             except Exception as exc:
-                if request.method != "GET" or not is_unavailable(exc):
+                if request.method != "GET" or not is_connection_lost(exc):
                     raise
                 log.warning("%s %s: %s; retrying once", request.method, request.url.path, exc)
                 return await handler(request)

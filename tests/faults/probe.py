@@ -7,8 +7,10 @@ each every `every_s` and each request with a timeout:
   and latency;
 - ingest: `GET /metrics` (write transactions so far, messages queued for ingest) and the
   hub's log (new "writing a batch failed" lines).
-`findings` judges the fault window: /readyz saying ready while ingest was failing (writes
-failing, or stalled with messages queued), REST reads failing or hanging, /readyz hanging.
+`findings` judges the fault window against what /readyz promises: not ready while writes
+keep failing (a failure with no commit after it), nor while messages have waited longer than
+the hub's `stuck_after_s` with no commit; a sample may lag the state by one sampling period.
+Also REST reads failing or hanging, and /readyz hanging.
 """
 
 from __future__ import annotations
@@ -55,7 +57,16 @@ class Ingest:
 
 
 class Probe:
-    def __init__(self, base_url: str, cluster: str, hub_log: Path, *, every_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        cluster: str,
+        hub_log: Path,
+        *,
+        every_s: float = 0.5,
+        stuck_after_s: float = 2.0,
+    ) -> None:
+        self._stuck_after_s = stuck_after_s
         self.ready: list[Ready] = []
         self.rest: list[Rest] = []
         self.ingest: list[Ingest] = []
@@ -138,15 +149,26 @@ class Probe:
         return text.count(FAILED_WRITE)
 
     def _troubled(self) -> list[tuple[float, float, str]]:
-        """Spans between two ingest samples in which writes failed or ingest stood still
-        with messages waiting."""
-        spans = []
+        """Spans of consecutive ingest samples with messages waiting and no commit, as
+        (start, end, why): "writes failed" if a write failed in them, else "ingest stalled
+        with messages queued"."""
+        spans: list[tuple[float, float, str]] = []
         for a, b in zip(self.ingest, self.ingest[1:], strict=False):
-            if b.failed_writes:
-                spans.append((a.at, b.at, "writes failed"))
-            elif b.queued and a.batches is not None and a.batches == b.batches:
-                spans.append((a.at, b.at, "ingest stalled with messages queued"))
+            if not (b.queued and a.batches is not None and a.batches == b.batches):
+                continue
+            why = "writes failed" if b.failed_writes else "ingest stalled with messages queued"
+            if spans and spans[-1][1] == a.at:
+                start, _, before = spans[-1]
+                why = "writes failed" if "writes failed" in (before, why) else why
+                spans[-1] = (start, b.at, why)
+            else:
+                spans.append((a.at, b.at, why))
         return spans
+
+    def _allowed_s(self, why: str) -> float:
+        """How long into a span /readyz may still say ready (its promise, plus a sample's lag)."""
+        lag = 2 * self._every_s
+        return lag if why == "writes failed" else self._stuck_after_s + lag
 
     def findings(self) -> list[str]:
         start, end = self._window
@@ -159,7 +181,8 @@ class Probe:
         ready = [s for s in self.ready if inside(s.at)]
         for reason in ("writes failed", "ingest stalled with messages queued"):
             spans = [(a, b) for a, b, why in self._troubled() if why == reason and inside(b)]
-            wrong = [s for s in ready if s.ready and any(a <= s.at <= b for a, b in spans)]
+            late = self._allowed_s(reason)
+            wrong = [s for s in ready if s.ready and any(a + late <= s.at <= b for a, b in spans)]
             if wrong:
                 out.append(f"ready=true while {reason} ({len(wrong)}/{len(ready)} samples)")
         rest = [s for s in self.rest if inside(s.at)]

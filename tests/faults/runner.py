@@ -22,7 +22,7 @@ from tests.faults.probe import Probe
 from tests.faults.processes import Usage
 from tests.faults.scenarios import Row
 from tests.faults.sse_check import SseChecker, SseReport, current_revision
-from tests.faults.testbed import BedParams, Testbed
+from tests.faults.testbed import STUCK_AFTER_S, BedParams, Testbed
 
 SSE_CATCH_UP_S = 30.0
 LOG_PATTERNS = {
@@ -109,7 +109,7 @@ async def _run(row: Row, params: BedParams, bed: Testbed, result: RowResult) -> 
     before = bed.usage()
     async with (
         SseChecker(bed.url, retain_changes=params.retain_changes) as sse,
-        Probe(bed.url, bed.clusters[0], bed.hub.log_path) as probe,
+        Probe(bed.url, bed.clusters[0], bed.hub.log_path, stuck_after_s=STUCK_AFTER_S) as probe,
     ):
         bed.start_churn()
         await asyncio.sleep(params.warm_s)

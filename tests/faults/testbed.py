@@ -37,6 +37,10 @@ from tests.faults.tcp_proxy import TcpProxy
 START_TIMEOUT_S = 60.0
 
 
+STUCK_AFTER_S = 2.0
+"""The hub's `stuck_after_s` in the matrix: short, so /readyz is judged within a fault."""
+
+
 @dataclass(frozen=True)
 class BedParams:
     """Sizes and periods of one row (defaults: the full matrix on a 2-core machine)."""
@@ -164,6 +168,7 @@ class Testbed:
             log_dir=self.work_dir,
             TI_LOG_LEVEL="INFO",
             TI_MAINTENANCE_INTERVAL_S="1",
+            TI_STUCK_AFTER_S=str(STUCK_AFTER_S),
             TI_RETAIN_CHANGES=str(params.retain_changes),
         )
         stack.push_async_callback(self._stop, self.hub)

@@ -38,7 +38,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def create_engine(url: str, *, lock_timeout_s: float | None = None, **kwargs: Any) -> AsyncEngine:
     """An async engine for `url`; for a SQLite file its directory is created. On
     PostgreSQL, `lock_timeout_s` bounds how long a statement waits for a lock (SQLite readers
-    never wait: WAL)."""
+    never wait: WAL), and statements are planned for their parameters every time
+    (`plan_cache_mode = force_custom_plan`): asyncpg prepares and caches statements, and a
+    generic plan made while a table was nearly empty (a scan) stays as the table grows; the
+    writer's key lookup went from 2.5 ms to 37 ms a chunk at 100,000 rows that way."""
     url = async_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -49,9 +52,10 @@ def create_engine(url: str, *, lock_timeout_s: float | None = None, **kwargs: An
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("pool_pre_ping", True)
+    settings = {"plan_cache_mode": "force_custom_plan"}
     if lock_timeout_s is not None:
-        settings = {"lock_timeout": str(int(lock_timeout_s * 1000))}
-        kwargs.setdefault("connect_args", {}).setdefault("server_settings", settings)
+        settings["lock_timeout"] = str(int(lock_timeout_s * 1000))
+    kwargs.setdefault("connect_args", {}).setdefault("server_settings", settings)
     return create_async_engine(url, **kwargs)
 
 

@@ -109,7 +109,42 @@ class Measure:
 # -- the writer ---------------------------------------------------------------------------
 
 
-async def run_writer(url: str, inserts: list[Row], changes: list[Row]) -> tuple[float, float]:
+STEPS: dict[str, dict[str, float]] = {}
+"""Per database and phase, seconds the writer spent in its steps (see `_stepped`)."""
+
+
+@contextlib.contextmanager
+def _stepped(key: str) -> Iterator[None]:
+    """Time the writer's steps: the stored-key lookup (`prefetch`), the two executemany
+    (`flush`: resources upsert and changes insert); the rest of `apply` is Python (sorting
+    out ADDED and MODIFIED, labels, change records) and the revision counter."""
+    from app.store import writer as module
+
+    spent = STEPS.setdefault(key, {"prefetch": 0.0, "flush": 0.0, "apply": 0.0})
+    originals = {name: getattr(module._Batch, name) for name in ("prefetch", "flush")}
+
+    def timed(name: str, fn: Any) -> Any:
+        async def inner(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - started
+
+        return inner
+
+    for name, fn in originals.items():
+        setattr(module._Batch, name, timed(name, fn))
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(module._Batch, name, fn)
+
+
+async def run_writer(
+    url: str, inserts: list[Row], changes: list[Row], database: str = ""
+) -> tuple[float, float]:
     await upgrade_async(url)
     engine = create_engine(url, json_serializer=lambda v: orjson.dumps(v).decode())
     writer = InventoryWriter(engine)
@@ -117,10 +152,14 @@ async def run_writer(url: str, inserts: list[Row], changes: list[Row]) -> tuple[
     try:
         for rows, type_ in ((inserts, "ADDED"), (changes, "MODIFIED")):
             deltas = [[_upsert(r, type_) for r in b] for b in batches(rows)]
-            started = time.perf_counter()
-            for batch in deltas:
-                await writer.apply(batch)
-            rates.append(len(rows) / (time.perf_counter() - started))
+            key = f"{database} {'insert' if type_ == 'ADDED' else 'change'}"
+            with _stepped(key):
+                started = time.perf_counter()
+                for batch in deltas:
+                    await writer.apply(batch)
+                took = time.perf_counter() - started
+            STEPS[key]["apply"] += took
+            rates.append(len(rows) / took)
     finally:
         await engine.dispose()
     return rates[0], rates[1]
@@ -134,7 +173,10 @@ def _upsert(row: Row, type_: str) -> Upsert:
 
 # -- plain SQLite -------------------------------------------------------------------------
 
-_COLUMNS = "cluster, api_version, kind, namespace, name, uid, resource_version, revision, deleted, labels, body, created, updated_at"
+_COLUMNS = (
+    "cluster, api_version, kind, namespace, name, uid, resource_version, revision, deleted, "
+    "labels, body, created, updated_at"
+)
 _KEY = "cluster, api_version, kind, namespace, name"
 _UPDATE = "uid, resource_version, revision, deleted, labels, body, updated_at"
 _CHANGE = "revision, cluster, api_version, kind, namespace, name, type, body, at"
@@ -263,7 +305,8 @@ async def pg_database() -> Any:
 async def pg_variants(inserts: list[Row], changes: list[Row]) -> list[Measure]:
     out = []
     async with pg_database() as url:
-        out.append(Measure("writer", "postgresql", *await run_writer(url, inserts, changes)))
+        rates = await run_writer(url, inserts, changes, "postgresql")
+        out.append(Measure("writer", "postgresql", *rates))
     async with pg_database() as url:
         await upgrade_async(url)
         out.append(Measure("plain", "postgresql", *await run_plain_pg(url, inserts, changes)))
@@ -285,7 +328,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ti-storage-") as tmp:
         url = f"sqlite:///{tmp}/writer.db"
         results.append(
-            Measure("writer", "sqlite", *asyncio.run(run_writer(url, inserts, modified)))
+            Measure("writer", "sqlite", *asyncio.run(run_writer(url, inserts, modified, "sqlite")))
         )
         asyncio.run(upgrade_async(f"sqlite:///{tmp}/plain.db"))
         results.append(
@@ -314,6 +357,12 @@ def main() -> None:
         )
     for db, r in ratios.items():
         print(f"{db:10} writer/plain: insert {r['insert']:.2f}, change {r['change']:.2f}")
+    for key, spent in STEPS.items():
+        other = spent["apply"] - spent["prefetch"] - spent["flush"]
+        print(
+            f"{key:18} writer steps: lookup {spent['prefetch']:.2f} s, executemany "
+            f"{spent['flush']:.2f} s, Python and counter {other:.2f} s of {spent['apply']:.2f} s"
+        )
     doc = {
         "benchmark": "storage",
         "params": {"objects": objects, "changes": changes, "batch": BATCH},
@@ -325,6 +374,7 @@ def main() -> None:
         },
         "results": [asdict(m) for m in results],
         "writer_over_plain": ratios,
+        "writer_steps_s": STEPS,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(doc, indent=2) + "\n")

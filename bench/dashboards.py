@@ -369,7 +369,7 @@ def run(p: Params, results: Reply) -> None:
 def run_live(p: Params, results: Reply, tmp: Path) -> None:
     with (
         Mosquitto(data_dir=tmp / "mosquitto") as broker,
-        hub_process(broker.url, tmp / "hub.db", tmp / "hub.log") as hub,
+        hub_process(broker.url, f"sqlite:///{tmp}/hub.db", tmp / "hub.log") as hub,
     ):
         assert broker.process is not None
         probe = Probe(tmp / "hub.db")

@@ -577,12 +577,11 @@ def run(p: Params, results: Reply) -> None:
 @contextlib.contextmanager
 def pg_url() -> Iterator[str]:
     """A private database of the local PostgreSQL, dropped afterwards."""
-    entered = storage.pg_database()
-    url = asyncio.run(entered.__aenter__())
+    url = asyncio.run(storage.create_pg_database())
     try:
         yield url
     finally:
-        asyncio.run(entered.__aexit__(None, None, None))
+        asyncio.run(storage.drop_pg_database(url))
 
 
 def run_live(

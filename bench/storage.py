@@ -290,16 +290,32 @@ async def run_plain_pg(url: str, inserts: list[Row], changes: list[Row]) -> tupl
     return rates[0], rates[1]
 
 
-@contextlib.asynccontextmanager
-async def pg_database() -> Any:
+async def create_pg_database() -> str:
+    """A private database of the local PostgreSQL; its URL."""
     name = f"ti_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+        await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def drop_pg_database(url: str) -> None:
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def pg_database() -> Any:
+    url = await create_pg_database()
+    try:
+        yield url
+    finally:
+        await drop_pg_database(url)
 
 
 async def pg_variants(inserts: list[Row], changes: list[Row]) -> list[Measure]:

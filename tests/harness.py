@@ -26,6 +26,10 @@ from app.transport.topics import DEFAULT_SOURCE
 from app.web.app import create_app
 
 KINDS = (KindKey("v1", "ConfigMap"), KindKey("v1", "Pod"))
+ADMIN_TOKEN = "test-bootstrap-admin-token-0123456789abcdef"
+"""Every live hub of the tests accepts this as its bootstrap (admin) token, and `LiveHub.http`
+sends it: tests that are not about access control read and write as an admin."""
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @dataclass
@@ -78,6 +82,7 @@ async def live_hub(**settings: Any) -> AsyncIterator[LiveHub]:
         "maintenance_interval_s": 0.2,
         "replica_id": "hub-test",
         "http_port": port,
+        "bootstrap_token": ADMIN_TOKEN,
     }
     app = create_app(HubSettings(**{**defaults, **settings}))
     server = uvicorn.Server(
@@ -88,6 +93,7 @@ async def live_hub(**settings: Any) -> AsyncIterator[LiveHub]:
             log_level="warning",
             lifespan="on",
             timeout_graceful_shutdown=1,
+            proxy_headers=False,
         )
     )
     task = asyncio.ensure_future(server.serve())
@@ -96,7 +102,9 @@ async def live_hub(**settings: Any) -> AsyncIterator[LiveHub]:
             if task.done():
                 task.result()
             await asyncio.sleep(0.02)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=10, headers=AUTH
+        ) as http:
             yield LiveHub(f"http://127.0.0.1:{port}", app.state.hub, http)
     finally:
         server.should_exit = True

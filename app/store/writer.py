@@ -295,6 +295,7 @@ class _Batch:
         return row
 
     def hello(self, delta: ClusterHello) -> None:
+        self.result.labels[delta.cluster] = dict(delta.labels)
         self._cluster(delta.cluster).update(
             labels=delta.labels,
             kinds=[str(k) for k in delta.kinds],

@@ -15,13 +15,11 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from app.access.tokens import TokenRequest
+from app.access.tokens import SIGN_IN_LINK_TTL_S, TokenRequest
 from app.store import access as store
 from app.store.audit import AuditRecord
 from app.store.db import create_engine
 from app.store.migrate import upgrade
-
-TICKET_TTL_S = 15 * 60
 
 
 def _when(ts: float | None) -> str:
@@ -129,10 +127,10 @@ async def link(database_url: str, name: str, base_url: str) -> int:
         if name not in tokens:
             print(f"error: no token named {name!r}", file=sys.stderr)
             return 1
-        ticket = await store.create_ticket(engine, name, time.time() + TICKET_TTL_S)
+        ticket = await store.create_ticket(engine, name, time.time() + SIGN_IN_LINK_TTL_S)
     finally:
         await engine.dispose()
-    print(f"sign in once, within {TICKET_TTL_S // 60} minutes, as {name}:")
+    print(f"sign in once, within {SIGN_IN_LINK_TTL_S // 60} minutes, as {name}:")
     print(f"{base_url.rstrip('/')}/login?token={ticket}")
     return 0
 

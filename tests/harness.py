@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 import uvicorn
+from fastapi import FastAPI
 
 from app.agent.service import Agent
 from app.agent.sources.sim import SimulatedCluster
@@ -37,6 +38,23 @@ class LiveHub:
     url: str
     hub: HubService
     http: httpx.AsyncClient
+    """Sends the bootstrap admin token (`ADMIN_TOKEN`)."""
+    app: FastAPI | None = None
+
+    def client(
+        self, token: str | None = None, headers: dict[str, str] | None = None
+    ) -> httpx.AsyncClient:
+        """Another client of this hub: with `token` as its bearer token, or none."""
+        sent = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
+        return httpx.AsyncClient(base_url=self.url, timeout=10, headers=sent)
+
+    async def token(self, name: str, role: str, clusters: str = "", expires: str = "never") -> str:
+        """A new API token, made through `POST /tokens` as the admin."""
+        body = {"name": name, "role": role, "clusters": clusters, "expires": expires}
+        response = await self.http.post("/tokens", json=body)
+        assert response.status_code == 201, response.text
+        token: str = response.json()["token"]
+        return token
 
     async def get(self, path: str, **params: Any) -> Any:
         response = await self.http.get(path, params=params)
@@ -105,7 +123,7 @@ async def live_hub(**settings: Any) -> AsyncIterator[LiveHub]:
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", timeout=10, headers=AUTH
         ) as http:
-            yield LiveHub(f"http://127.0.0.1:{port}", app.state.hub, http)
+            yield LiveHub(f"http://127.0.0.1:{port}", app.state.hub, http, app)
     finally:
         server.should_exit = True
         await task

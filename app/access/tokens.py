@@ -11,6 +11,8 @@ from app.access.roles import ClusterScope, Principal, Role, check_principal_name
 _DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_LIFETIME_S = 10 * 365 * 86400
+SIGN_IN_LINK_TTL_S = 15 * 60
+"""A one-time sign-in link (`tokens link`, `make demo`) works once, within this time."""
 
 
 def parse_duration(text: str) -> float | None:

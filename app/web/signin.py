@@ -40,8 +40,6 @@ from app.web.deps import HubDep
 
 router = APIRouter(include_in_schema=False)
 
-TICKET_TTL_S = 15 * 60
-
 
 def _next(target: str | None) -> str:
     """Only paths of this hub: a sign-in cannot redirect elsewhere."""

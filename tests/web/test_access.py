@@ -3,6 +3,7 @@ the audit log, through a live hub."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
@@ -108,7 +109,7 @@ async def test_an_expired_token_stops_working(fleet_hub: LiveHub) -> None:
     token = await fleet_hub.token("eve", "viewer", expires="2s")
     async with fleet_hub.client(token) as http:
         assert (await http.get("/clusters")).status_code == 200
-        time.sleep(2.1)  # the token's lifetime, not a wait for the hub
+        await asyncio.sleep(2.1)  # the token's lifetime, not a wait for the hub
         expired = await http.get("/clusters")
         assert expired.status_code == 401 and "expired" in expired.json()["detail"]
 

@@ -77,12 +77,6 @@ async def test_a_huge_selector_is_refused_fast(fleet_hub: LiveHub) -> None:
     assert response.status_code == 400
 
 
-def token(doc: object) -> str:
-    return base64.urlsafe_b64encode(
-        orjson.dumps(doc, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
-    ).decode()
-
-
 async def test_oversized_integers_are_4xx_not_500(fleet_hub: LiveHub) -> None:
     big = 2**64
     raw = b'{"k": [' + str(big).encode() + b'], "rv": 1, "o": "id"}'

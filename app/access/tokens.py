@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 from app.access.roles import ClusterScope, Principal, Role, check_principal_name
 
+EXPIRY_PATTERN = r"^(never|[0-9]{1,6}[sm]|[0-9]{1,5}h|[0-9]{1,4}d|[0-9]{1,3}w)$"
+"""What `parse_duration` accepts, at most 30 years (as a pattern)."""
 _DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-MAX_LIFETIME_S = 10 * 365 * 86400
+MAX_LIFETIME_S = 30 * 366 * 86400
 SIGN_IN_LINK_TTL_S = 15 * 60
 """A one-time sign-in link (`tokens link`, `make demo`) works once, within this time."""
 
@@ -25,7 +27,7 @@ def parse_duration(text: str) -> float | None:
         raise ValueError(f"expiry {text[:20]!r}: write e.g. 30d, 12h, 15m, or never")
     seconds = int(m[1]) * _UNITS[m[2]]
     if seconds > MAX_LIFETIME_S:
-        raise ValueError("expiry: at most ten years")
+        raise ValueError("expiry: at most 30 years")
     return float(seconds)
 
 

@@ -23,6 +23,24 @@ MAX_TERMS = 32
 MAX_SET_VALUES = 100
 
 
+def _pattern() -> tuple[str, str]:
+    """Regular expressions of what `LabelSelector.parse` and `FieldSelector.parse` accept
+    (within the limits), for the OpenAPI document: clients and fuzzers learn the grammar."""
+    name = r"[a-z0-9A-Z](?:[a-z0-9A-Z_.-]{0,61}[a-z0-9A-Z])?"
+    key = rf"(?:[a-z0-9A-Z.-]{{1,252}}/)?{name}"
+    value = rf"(?:{name})?"
+    term = (
+        rf"\s*(?:{key}\s*(?:==|=|!=)\s*{value}|{key}\s+(?:in|notin)\s*\("
+        rf"\s*{value}(?:\s*,\s*{value}){{0,{MAX_SET_VALUES - 1}}}\s*\)|!?\s*{key})\s*"
+    )
+    field = r"\s*metadata\.(?:name|namespace)\s*(?:==|=|!=)\s*[^\s!=(),]*\s*"
+    terms = MAX_TERMS - 1
+    return (
+        rf"^(?:\s*|{term}(?:,{term}){{0,{terms}}})$",
+        rf"^(?:\s*|{field}(?:,{field}){{0,{terms}}})$",
+    )
+
+
 class SelectorError(ValueError):
     """A selector that does not parse; the message says where and why."""
 
@@ -160,6 +178,7 @@ def _set(req: Requirement, op: str) -> str:
 
 
 FIELDS = ("metadata.name", "metadata.namespace")
+LABEL_SELECTOR_PATTERN, FIELD_SELECTOR_PATTERN = _pattern()
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,12 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from app.informer.manifests import check_manifest
-from app.informer.selectors import MAX_SELECTOR_CHARS, LabelSelector, SelectorError
+from app.informer.selectors import (
+    LABEL_SELECTOR_PATTERN,
+    MAX_SELECTOR_CHARS,
+    LabelSelector,
+    SelectorError,
+)
 from app.transport.topics import check_name
 
 MAX_WORKLOAD_BYTES = 256 * 1024
@@ -61,7 +66,12 @@ class Placement(BaseModel):
         },
     )
 
-    label_selector: str = Field("", alias="labelSelector", max_length=MAX_SELECTOR_CHARS)
+    label_selector: str = Field(
+        "",
+        alias="labelSelector",
+        max_length=MAX_SELECTOR_CHARS,
+        json_schema_extra={"pattern": LABEL_SELECTOR_PATTERN},
+    )
     clusters: list[str] = Field(
         default_factory=list,
         max_length=MAX_CLUSTERS,
@@ -121,7 +131,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
     "description": "A Kubernetes object (the shape checked by app/informer/manifests.py).",
     "required": ["apiVersion", "kind", "metadata"],
     "properties": {
-        "apiVersion": {"type": "string", "minLength": 1, "maxLength": 316},
+        "apiVersion": {"type": "string", "minLength": 1},
         "kind": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": _SEGMENT},
         "metadata": {
             "type": "object",

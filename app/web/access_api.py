@@ -12,7 +12,8 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.access.roles import Principal, Role
-from app.access.tokens import TokenRequest
+from app.access.tokens import EXPIRY_PATTERN, TokenRequest
+from app.informer.selectors import LABEL_SELECTOR_PATTERN
 from app.store import access as store
 from app.store import audit
 from app.store.access import TokenExists, TokenRecord
@@ -73,8 +74,17 @@ class TokenCreate(BaseModel):
 
     name: str = Field(max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$")
     role: str = Field(pattern=r"^(viewer|operator|admin)$")
-    clusters: str = Field("", max_length=1024, description="a label selector; empty: all")
-    expires: str = Field("never", pattern=r"^(never|[0-9]{1,6}[smhdw])$")
+    clusters: str = Field(
+        "",
+        max_length=1024,
+        description="a label selector; empty: every cluster",
+        json_schema_extra={"pattern": LABEL_SELECTOR_PATTERN},
+    )
+    expires: str = Field(
+        "never",
+        pattern=EXPIRY_PATTERN,
+        description="lifetime: 90s, 15m, 12h, 30d, 8w (at most 30 years), or never",
+    )
 
 
 def token_json(t: TokenRecord) -> dict[str, Any]:
@@ -131,7 +141,7 @@ async def create_token(
     return {"name": wanted.name, "role": str(wanted.role), "token": secret}
 
 
-@router.delete("/tokens/{name}", status_code=204)
+@router.delete("/tokens/{name}", status_code=204, response_class=Response)
 async def revoke_token(
     name: TokenName, request: Request, hub: HubDep, principal: AdminDep
 ) -> Response:

@@ -6,11 +6,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
 from app.access.admission import AdmissionPolicy
@@ -60,6 +64,33 @@ async def not_authenticated(request: Request, exc: Exception) -> Response:
     )
 
 
+def api_routes(routes: list[Any]) -> list[APIRoute]:
+    """Every APIRoute, in included routers too (FastAPI includes them lazily)."""
+    found: list[APIRoute] = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            found.append(route)
+        elif (router := getattr(route, "original_router", None)) is not None:
+            found += api_routes(router.routes)
+    return found
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """As FastAPI answers, but a 405's Allow header lists every method the path has (the
+    router names only the first route that matched the path)."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        path = request.url.path
+        methods = {
+            m
+            for route in api_routes(request.app.routes)
+            if route.path_regex.match(path)
+            for m in route.methods or ()
+        }
+        exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(methods))}
+    return await http_exception_handler(request, exc)
+
+
 def create_app(settings: HubSettings) -> FastAPI:
     access = AccessConfig.from_settings(settings)  # a bad setting fails here, at start
 
@@ -100,6 +131,7 @@ def create_app(settings: HubSettings) -> FastAPI:
     app.openapi = lambda: openapi.openapi_document(app)  # type: ignore[method-assign]
     app.add_exception_handler(DBAPIError, unavailable)
     app.add_exception_handler(NotAuthenticated, not_authenticated)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_middleware(
         HttpGuards,
         allowed_hosts=parse_hosts(settings.allowed_hosts),

@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.hub.service import HubService
 from app.informer.selectors import (
+    FIELD_SELECTOR_PATTERN,
+    LABEL_SELECTOR_PATTERN,
     MAX_SELECTOR_CHARS,
     MAX_TERMS,
     FieldSelector,
@@ -58,6 +60,7 @@ def resource_query(
         Query(
             max_length=316,
             description="e.g. Pod; Event.events.k8s.io for one API group; Event. for core",
+            json_schema_extra={"pattern": r"^(?:[^.].*)?$"},
         ),
     ] = None,
     api_version: ApiVersionParam = None,
@@ -67,7 +70,8 @@ def resource_query(
         Query(
             alias="labelSelector",
             max_length=MAX_SELECTOR_CHARS,
-            description=f"e.g. app=web,env in (prod); at most {MAX_TERMS} terms",
+            description=f"e.g. app=web,env in (prod); at most {MAX_TERMS} terms (400 otherwise)",
+            json_schema_extra={"pattern": LABEL_SELECTOR_PATTERN},
         ),
     ] = None,
     field_selector: Annotated[
@@ -75,7 +79,8 @@ def resource_query(
         Query(
             alias="fieldSelector",
             max_length=MAX_SELECTOR_CHARS,
-            description="metadata.name / metadata.namespace",
+            description="metadata.name / metadata.namespace with =, == or != (400 otherwise)",
+            json_schema_extra={"pattern": FIELD_SELECTOR_PATTERN},
         ),
     ] = None,
 ) -> ResourceQuery:

@@ -16,7 +16,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["health"])
+@router.get(
+    "/readyz",
+    tags=["health"],
+    responses={503: {"description": "Not ready: the same body, with `ready` false"}},
+)
 async def readyz(hub: HubDep) -> JSONResponse:
     """Ready when the database answers, the broker is connected and ingest is committing:
     not failing to write, and no message waiting longer than `stuck_after_s` without a

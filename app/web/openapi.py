@@ -13,18 +13,26 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel
 
 from app.access.roles import Role
 from app.web.auth import needs
 
-
-class ErrorBody(BaseModel):
-    detail: str
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {
+            "description": "Why, in words; for a request that does not validate (422), the "
+            "list of problems, each with where (`loc`) and why (`msg`)",
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}],
+        }
+    },
+}
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"model": ErrorBody, "description": description}
+    """An error answer: JSON with `detail`, whatever the route's own media type."""
+    return {"description": description, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
 
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -32,6 +40,7 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: _error("No credentials, or a token that is unknown, revoked or expired"),
     403: _error("The principal's role does not allow it, or a CSRF/Origin check failed"),
     413: _error("Request body over max_body_bytes"),
+    422: _error("A parameter or the body does not validate (the detail says where)"),
     503: _error("The database is unavailable; Retry-After says when to try again"),
 }
 READ_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -49,8 +58,7 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
         "The role does not allow it, or the admission policy refuses a manifest "
         "(the detail names the object and the rule)"
     ),
-    409: _error("A workload of that name exists"),
-    422: _error("The body does not validate (the detail says where)"),
+    409: _error("A workload or token of that name exists"),
 }
 
 PUBLIC = ("/healthz", "/readyz")

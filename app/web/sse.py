@@ -137,7 +137,7 @@ async def _events(
                 yield change_event(seen)
 
 
-@router.get("/stream", tags=["resources"])
+@router.get("/stream", tags=["resources"], response_class=EventSourceResponse)
 async def stream(
     request: Request,
     hub: HubDep,

@@ -206,7 +206,7 @@ async def put_workload(
     return workload_json(w, await deliveries_in_scope(hub, principal.scope, name))
 
 
-@router.delete("/workloads/{name}", status_code=202)
+@router.delete("/workloads/{name}", status_code=202, response_class=Response)
 async def delete_workload(
     name: NameParam, request: Request, hub: HubDep, principal: OperatorDep
 ) -> Response:

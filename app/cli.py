@@ -1,4 +1,4 @@
-"""`transport-informer`: hub, agent, demo and db upgrade.
+"""`transport-informer`: hub, agent, demo, db upgrade and tokens.
 
 Flags override `TI_*` environment variables, which override the defaults in `app.config`.
 """
@@ -24,7 +24,7 @@ def _flags(parser: argparse.ArgumentParser, *names: tuple[str, str, type, str]) 
 
 
 def _settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    skip = {"command", "db_command", "func"}
+    skip = {"command", "db_command", "tokens_command", "func"}
     return {k: v for k, v in vars(args).items() if v is not None and k not in skip}
 
 
@@ -63,6 +63,9 @@ def run_hub(args: argparse.Namespace) -> None:
         port=settings.http_port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=3,
+        # The hub judges X-Forwarded-* itself, only from TI_AUTH_PROXY_ADDRESSES: the
+        # client address it sees must be the TCP peer (auth-proxy mode trusts by it).
+        proxy_headers=False,
     )
 
 
@@ -143,6 +146,15 @@ def run_db_upgrade(args: argparse.Namespace) -> None:
     print(f"database {settings.database_url} is at the latest schema")
 
 
+def run_tokens(args: argparse.Namespace) -> None:
+    from app.tokens_cli import run
+
+    settings = HubSettings(
+        **{k: v for k, v in _settings_overrides(args).items() if k in ("database_url",)}
+    )
+    sys.exit(run(args, settings.database_url))
+
+
 def run_demo(args: argparse.Namespace) -> None:
     from app.demo import run
 
@@ -166,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("--port", "http_port", int, "HTTP port, default 8000 (TI_HTTP_PORT)"),
         ("--replica-id", "replica_id", str, "this replica's name (TI_REPLICA_ID)"),
         ("--share-group", "share_group", str, "MQTT shared-subscription group"),
+        (
+            "--allowed-hosts",
+            "allowed_hosts",
+            str,
+            "Host header values answered, comma-separated (TI_ALLOWED_HOSTS; "
+            "default 127.0.0.1,localhost,::1)",
+        ),
     )
     hub.set_defaults(func=run_hub)
 
@@ -207,6 +226,26 @@ def build_parser() -> argparse.ArgumentParser:
         ("--log-level", "log_level", str, "log level"),
     )
     upgrade.set_defaults(func=run_db_upgrade)
+
+    tokens = sub.add_parser("tokens", help="API tokens: create, list, revoke, sign-in link")
+    tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True)
+    db_flag = ("--database-url", "database_url", str, "SQLAlchemy URL (TI_DATABASE_URL)")
+    create = tokens_sub.add_parser("create", help="make a token; printed once, on the last line")
+    _flags(create, db_flag)
+    create.add_argument("--name", required=True, help="unique name, e.g. alice or ci-bot")
+    create.add_argument("--role", required=True, choices=("viewer", "operator", "admin"))
+    create.add_argument("--clusters", help="label selector of the clusters it sees (all if unset)")
+    create.add_argument("--expires", help="lifetime: 30d, 12h, 15m, or never (default)")
+    listing = tokens_sub.add_parser("list", help="tokens (never their secrets)")
+    _flags(listing, db_flag)
+    revoke = tokens_sub.add_parser("revoke", help="revoke a token and its dashboard sessions")
+    _flags(revoke, db_flag)
+    revoke.add_argument("name")
+    link = tokens_sub.add_parser("link", help="a one-time dashboard sign-in link for a token")
+    _flags(link, db_flag)
+    link.add_argument("name")
+    link.add_argument("--base-url", default="http://127.0.0.1:8000", help="the hub's URL")
+    tokens.set_defaults(func=run_tokens)
     return parser
 
 

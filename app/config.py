@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.transport.topics import DEFAULT_SOURCE
@@ -55,6 +55,49 @@ class HubSettings(CommonSettings):
     """Dead-letter records kept (`GET /rejections`)."""
     read_lock_timeout_s: float = 2.0
     """PostgreSQL: how long a read waits for a lock before the request is answered 503."""
+
+    # -- HTTP access control (docs/security.md, "HTTP access control") --------------------
+    bootstrap_token: SecretStr | None = None
+    """An admin token given by configuration rather than `tokens create` (at least 32
+    characters): for automation that starts a hub and must call it at once. Unset: none."""
+    allowed_hosts: str = "127.0.0.1,localhost,::1"
+    """Host header values the hub answers (comma-separated; `*.example.com` matches
+    subdomains, `*` anything). Others get 400: DNS rebinding cannot reach the API."""
+    session_ttl_s: float = 12 * 3600
+    """A dashboard sign-in lasts this long (and never past its token's expiry)."""
+    cookie_secure: bool | None = None
+    """Mark the session cookie Secure: unset means when the request came over https
+    (directly, or from a trusted proxy saying X-Forwarded-Proto: https)."""
+    trusted_origins: str = ""
+    """Extra origins (`https://hub.example.com`) allowed to post to the dashboard, when a
+    proxy changes the Host header; the request's own host is always allowed."""
+    auth_proxy_user_header: str | None = None
+    """Auth-proxy mode (Grafana's auth.proxy): the header holding the signed-in user, e.g.
+    X-Forwarded-User. Trusted only from `auth_proxy_addresses`. Unset: off."""
+    auth_proxy_groups_header: str = "X-Forwarded-Groups"
+    auth_proxy_addresses: str = ""
+    """Proxy addresses (IPs or CIDRs, comma-separated) whose user header is trusted; also
+    the peers whose X-Forwarded-For / X-Forwarded-Proto the hub believes."""
+    auth_proxy_groups: dict[str, str] = Field(default_factory=dict)
+    """Group -> `role` or `role:selector`, as JSON: {"ops": "admin", "dev-team":
+    "operator:env=dev"}. A user gets the highest role among their groups."""
+    auth_proxy_default_role: str | None = None
+    """The role of a proxy user in no mapped group; unset: such users are refused (403)."""
+    metrics_public: bool = False
+    """Serve /metrics without a token (for a scraper on a private network); by default it
+    needs an unscoped token of any role."""
+    admission_admin_kinds: str = ""
+    """Kinds only admins may deploy, beyond RBAC and cluster-scoped kinds: `Secret`,
+    `DaemonSet.apps` (comma-separated)."""
+    admission_protected_namespaces: str = "kube-system,kube-public,kube-node-lease"
+    retain_audit: int = 100_000
+    """Audit entries kept."""
+    max_body_bytes: int = 1024 * 1024
+    """Request bodies larger than this are refused with 413."""
+    sse_max_streams: int = 500
+    """Open event streams (API and dashboard) the hub serves at once; more get 429."""
+    sse_max_streams_per_principal: int = 50
+    """Open event streams of one token, session user or proxy user."""
 
 
 class AgentSettings(CommonSettings):

@@ -13,6 +13,7 @@ an error while starting. Only a SIGKILL of the demo itself leaves its children r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -26,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn, TextIO
 
+from app.access.tokens import SIGN_IN_LINK_TTL_S
 from app.broker import Mosquitto, free_port
 
 CLUSTERS = (
@@ -124,12 +126,40 @@ def _fail(reason: str) -> NoReturn:
     raise SystemExit(1)
 
 
-def _banner(port: int, broker_url: str, database_url: str) -> None:
-    print(f"\n  Transport Informer is running: http://127.0.0.1:{port}/clusters")
-    print(
-        f"  API docs: http://127.0.0.1:{port}/docs   "
-        f"live changes: curl -N http://127.0.0.1:{port}/stream"
-    )
+async def _demo_access(database_url: str) -> tuple[str, str]:
+    """A fresh admin token named `demo` (any older one revoked) and a one-time sign-in
+    ticket for it, in the demo's database."""
+    from app.store import access
+    from app.store.db import create_engine
+
+    engine = create_engine(database_url)
+    try:
+        await access.revoke_token(engine, "demo")
+        now = time.time()
+        token = await access.create_token(
+            engine,
+            name="demo",
+            role="admin",
+            clusters="",
+            now=now,
+            expires_at=None,
+            created_by="demo",
+        )
+        ticket = await access.create_ticket(engine, "demo", now + SIGN_IN_LINK_TTL_S)
+    finally:
+        await engine.dispose()
+    return token, ticket
+
+
+def _banner(port: int, broker_url: str, database_url: str, token: str, ticket: str) -> None:
+    base = f"http://127.0.0.1:{port}"
+    minutes = SIGN_IN_LINK_TTL_S // 60
+    print(f"\n  Transport Informer is running. Sign in (a one-time link, {minutes} min):")
+    print(f"    {base}/login?token={ticket}")
+    print("  The demo's admin API token (this demo's database only):")
+    print(f"    export TI_TOKEN={token}")
+    print(f'    curl -H "Authorization: Bearer $TI_TOKEN" {base}/clusters')
+    print(f"  API docs: {base}/docs   another sign-in link: transport-informer tokens link demo")
     print(f"  broker: {broker_url}   database: {database_url}   Ctrl-C stops it all\n", flush=True)
 
 
@@ -178,7 +208,8 @@ def run(port: int = 8000, database_url: str = "sqlite:///./data/hub.db") -> None
             )
             agents.append(Part(f"agent {name}", agent))
         if not stop.requested:
-            _banner(port, broker.url, database_url)
+            token, ticket = asyncio.run(_demo_access(database_url))
+            _banner(port, broker.url, database_url, token, ticket)
         parts = [hub, *agents]
         while not stop.requested and all(p.process.poll() is None for p in parts):
             time.sleep(0.2)

@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet import cluster_name
 from hub_profile import sampled
 from ingest import (
+    AUTH,
     ROOT,
     CpuMeter,
     DbProbe,
@@ -244,7 +245,7 @@ async def measure_dashboards(hub: Hub, cpu: CpuMeter, probe: Probe, p: Params) -
     limits = httpx.Limits(max_connections=p.clients + 10, max_keepalive_connections=10)
     timeout = httpx.Timeout(10.0, read=60.0)  # every stream sends at least a ping in 15 s
     async with httpx.AsyncClient(
-        base_url=hub.url, http2=False, limits=limits, timeout=timeout
+        base_url=hub.url, http2=False, limits=limits, timeout=timeout, headers=AUTH
     ) as client:
         streams = plan_streams(p, probe.revision())
         started = time.monotonic()

@@ -41,6 +41,9 @@ from app.transport import cloudevents, topics
 from app.transport.messages import MessageType
 from app.transport.mqtt import LinkOptions, MqttLink
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest import AUTH, HUB_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "flood.json"
 STAMP = "bench/t0"
@@ -112,7 +115,7 @@ class Hub:
     def __init__(self, broker: Mosquitto, tmp: Path, quota: bool) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "TI_LOG_LEVEL": "WARNING"}
+        env = {**os.environ, "TI_LOG_LEVEL": "WARNING", **HUB_ENV}
         if not quota:
             off = {"TI_QUOTA_MESSAGES_PER_S", "TI_QUOTA_MESSAGE_BURST"}
             off |= {"TI_QUOTA_BYTES_PER_S", "TI_QUOTA_BYTE_BURST"}
@@ -141,7 +144,7 @@ class Hub:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     async def wait_ready(self) -> None:
-        async with httpx.AsyncClient(base_url=self.url) as http:
+        async with httpx.AsyncClient(base_url=self.url, headers=AUTH) as http:
             for _ in range(300):
                 try:
                     if (await http.get("/readyz")).status_code == 200:
@@ -165,7 +168,7 @@ async def _victim(
     link = MqttLink(LinkOptions(url=broker.url, client_id="bench-victim"))
     topic = topics.agent_events(topics.DEFAULT_SOURCE, "victim")
     latencies: list[float] = []
-    async with link, httpx.AsyncClient(base_url=hub.url, timeout=None) as http:
+    async with link, httpx.AsyncClient(base_url=hub.url, timeout=None, headers=AUTH) as http:
         await link.wait_connected()
         await link.publish(topic, hello("victim"))
         for _ in range(100):
@@ -241,7 +244,7 @@ async def run_case(case: str, messages: int, victim_rate: float) -> CaseResult:
             latencies = await _victim(broker, hub, victim_rate, flood_over, tail_s=5.0)
             if proc is not None:
                 proc.join(30)
-            async with httpx.AsyncClient(base_url=hub.url) as http:
+            async with httpx.AsyncClient(base_url=hub.url, headers=AUTH) as http:
                 counts = (await http.get("/rejections")).json()["counts"]
             return CaseResult(
                 case=case,

@@ -60,6 +60,15 @@ from fleet import SEQ_ANNOTATION, T0_ANNOTATION, run_fleet
 from hub_profile import sampled
 
 ROOT = Path(__file__).resolve().parents[1]
+BENCH_TOKEN = "bench-bootstrap-admin-token-0123456789abcdef"
+"""The benchmarks' hubs take this bootstrap admin token (TI_BOOTSTRAP_TOKEN); clients send it."""
+AUTH = {"Authorization": f"Bearer {BENCH_TOKEN}"}
+HUB_ENV = {
+    "TI_BOOTSTRAP_TOKEN": BENCH_TOKEN,
+    # one token opens every measured dashboard: lift the per-principal stream bound
+    "TI_SSE_MAX_STREAMS": "5000",
+    "TI_SSE_MAX_STREAMS_PER_PRINCIPAL": "5000",
+}
 RESULTS = ROOT / "bench" / "results" / "ingest.json"
 """bench/results/ingest.json (SQLite) or ingest-postgresql.json."""
 HUB_BATCH = 5000
@@ -283,7 +292,9 @@ def hub_process(broker_url: str, database_url: str, log_path: Path) -> Iterator[
         *("--replica-id", "bench-hub", "--log-level", "INFO"),
     ]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **HUB_ENV}
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(base, proc, log_path)
@@ -471,7 +482,7 @@ class SseCollector:
 async def measure_latency(fleet: FleetHandle, hub: Hub, p: Params, rate: float) -> Reply:
     collector = SseCollector()
     async with (
-        httpx.AsyncClient(timeout=httpx.Timeout(None)) as client,
+        httpx.AsyncClient(timeout=httpx.Timeout(None), headers=AUTH) as client,
         client.stream("GET", f"{hub.url}/stream") as response,
     ):
         reader = asyncio.create_task(collector.read(response))

@@ -1,7 +1,8 @@
 // Transport Informer dashboard: the little that htmx does not do.
 // - the fleet overview's live cards (one EventSource on /ui/stream/fleet, a summary a second);
 // - "N s ago" that keeps counting; the live feed's pause and length cap;
-// - table rows inserted by the row stream stay unique.
+// - table rows inserted by the row stream stay unique;
+// - forms with data-confirm ask first (no inline handlers: the CSP forbids them).
 (function () {
   "use strict";
 
@@ -139,6 +140,13 @@
       while (feed.children.length > 200) feed.removeChild(feed.lastElementChild);
     }
   });
+
+  document.addEventListener("submit", function (e) {
+    var form = e.target;
+    if (form && form.dataset && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+      e.preventDefault();
+    }
+  }, true);
 
   function onPage() { connectFleet(); setupFeed(); tickAges(); }
   document.addEventListener("DOMContentLoaded", onPage);

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 import uvicorn
+from fastapi import FastAPI
 
 from app.agent.service import Agent
 from app.agent.sources.sim import SimulatedCluster
@@ -26,6 +27,10 @@ from app.transport.topics import DEFAULT_SOURCE
 from app.web.app import create_app
 
 KINDS = (KindKey("v1", "ConfigMap"), KindKey("v1", "Pod"))
+ADMIN_TOKEN = "test-bootstrap-admin-token-0123456789abcdef"
+"""Every live hub of the tests accepts this as its bootstrap (admin) token, and `LiveHub.http`
+sends it: tests that are not about access control read and write as an admin."""
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @dataclass
@@ -33,6 +38,23 @@ class LiveHub:
     url: str
     hub: HubService
     http: httpx.AsyncClient
+    """Sends the bootstrap admin token (`ADMIN_TOKEN`)."""
+    app: FastAPI | None = None
+
+    def client(
+        self, token: str | None = None, headers: dict[str, str] | None = None
+    ) -> httpx.AsyncClient:
+        """Another client of this hub: with `token` as its bearer token, or none."""
+        sent = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
+        return httpx.AsyncClient(base_url=self.url, timeout=10, headers=sent)
+
+    async def token(self, name: str, role: str, clusters: str = "", expires: str = "never") -> str:
+        """A new API token, made through `POST /tokens` as the admin."""
+        body = {"name": name, "role": role, "clusters": clusters, "expires": expires}
+        response = await self.http.post("/tokens", json=body)
+        assert response.status_code == 201, response.text
+        token: str = response.json()["token"]
+        return token
 
     async def get(self, path: str, **params: Any) -> Any:
         response = await self.http.get(path, params=params)
@@ -78,6 +100,7 @@ async def live_hub(**settings: Any) -> AsyncIterator[LiveHub]:
         "maintenance_interval_s": 0.2,
         "replica_id": "hub-test",
         "http_port": port,
+        "bootstrap_token": ADMIN_TOKEN,
     }
     app = create_app(HubSettings(**{**defaults, **settings}))
     server = uvicorn.Server(
@@ -88,6 +111,7 @@ async def live_hub(**settings: Any) -> AsyncIterator[LiveHub]:
             log_level="warning",
             lifespan="on",
             timeout_graceful_shutdown=1,
+            proxy_headers=False,
         )
     )
     task = asyncio.ensure_future(server.serve())
@@ -96,8 +120,10 @@ async def live_hub(**settings: Any) -> AsyncIterator[LiveHub]:
             if task.done():
                 task.result()
             await asyncio.sleep(0.02)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            yield LiveHub(f"http://127.0.0.1:{port}", app.state.hub, http)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=10, headers=AUTH
+        ) as http:
+            yield LiveHub(f"http://127.0.0.1:{port}", app.state.hub, http, app)
     finally:
         server.should_exit = True
         await task

@@ -4,6 +4,10 @@ The writer publishes after commit, so nothing is streamed that is not stored. Ea
 subscriber has a bounded queue; a subscriber that falls behind is marked `overflowed` and
 stops receiving, instead of slowing the others or growing without bound. Its stream then
 ends and the client resumes from its Last-Event-ID out of the change log.
+
+The feed also knows every cluster's labels as of the changes it publishes (`labels`): a
+batch's hellos update them before its changes go out, so a stream scoped to clusters by
+label (`ClusterScope`) judges each change by its cluster's labels at that point.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class ChangeFeed:
         self.queue_size = queue_size
         self._subscribers: set[Subscription] = set()
         self.latest_revision = 0
+        self.labels: dict[str, dict[str, str]] = {}
+        """Cluster name -> labels (loaded at start, then updated by each hello)."""
 
     @property
     def subscribers(self) -> int:
@@ -44,7 +50,11 @@ class ChangeFeed:
         finally:
             self._subscribers.discard(sub)
 
-    def publish(self, items: Sequence[FeedItem]) -> None:
+    def publish(
+        self, items: Sequence[FeedItem], labels: dict[str, dict[str, str]] | None = None
+    ) -> None:
+        if labels:
+            self.labels.update(labels)
         for item in items:
             if isinstance(item, ChangeRecord):
                 self.latest_revision = max(self.latest_revision, item.revision)

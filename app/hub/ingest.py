@@ -341,7 +341,7 @@ class Ingest:
             self.stats.messages += len(batch)
             self.stats.batches += bool(batch)
             self.stats.changes += len(applied.changes)
-            self._feed.publish([*applied.changes, *applied.clusters])
+            self._feed.publish([*applied.changes, *applied.clusters], applied.labels)
             for cluster, kinds in self.admission.relist_wanted.items():
                 relist.setdefault(cluster, set()).update(kinds)
             self.admission.relist_wanted = {}
@@ -359,6 +359,7 @@ class Ingest:
             applied = await self._writer.apply([d for part in group for d in part.deltas])
             total.changes.extend(applied.changes)
             total.clusters.extend(applied.clusters)
+            total.labels.update(applied.labels)
             total.skipped += applied.skipped
             for cluster, kinds in applied.resync.items():
                 relist.setdefault(cluster, set()).update(kinds or {EVERYTHING})

@@ -1,5 +1,5 @@
-"""Periodic upkeep: trim the change log and the dead letters, forget old tombstones, notice
-silent clusters.
+"""Periodic upkeep: trim the change log, the dead letters and the audit log, forget old
+tombstones and expired sign-ins, notice silent clusters.
 
 Every write takes the hub's write lock (the writer's), so upkeep and ingest never collide
 inside SQLite, whose busy handler would sleep up to 100 ms on each collision.
@@ -15,6 +15,8 @@ from contextlib import nullcontext
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.store.access import drop_expired
+from app.store.audit import trim_audit
 from app.store.records import ClusterStatus
 from app.store.rejections import trim_rejections
 from app.store.tables import changes, clusters, resources
@@ -90,11 +92,14 @@ async def run_once(
     tombstone_ttl_s: float,
     offline_after_heartbeats: float,
     retain_rejections: int = 10_000,
+    retain_audit: int = 100_000,
     lock: asyncio.Lock | None = None,
     clock: Callable[[], float] = time.time,
 ) -> list[ClusterStatus]:
     now = clock()
     await trim_changes(engine, retain_changes, lock)
     await trim_rejections(engine, retain_rejections, lock)
+    await trim_audit(engine, retain_audit, lock)
+    await drop_expired(engine, now, lock)
     await drop_tombstones(engine, now - tombstone_ttl_s, lock)
     return await mark_silent_offline(engine, offline_after_heartbeats, now, lock)

@@ -115,6 +115,7 @@ class HubService:
             await upgrade_async(self.settings.database_url)
         for cluster, kinds in (await queries.announced_kinds(self.engine)).items():
             self.ingest.announce(cluster, kinds)
+        self.feed.labels.update(await queries.all_cluster_labels(self.engine))
         await self._stack.__aenter__()
         self._stack.push_async_callback(self.engine.dispose)
         self._stack.push_async_callback(self.write_engine.dispose)
@@ -183,6 +184,7 @@ class HubService:
                     tombstone_ttl_s=s.tombstone_ttl_s,
                     offline_after_heartbeats=s.offline_after_heartbeats,
                     retain_rejections=s.retain_rejections,
+                    retain_audit=s.retain_audit,
                     lock=self.writer.lock,
                 )
                 if offline:

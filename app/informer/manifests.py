@@ -82,6 +82,8 @@ def check_manifest(manifest: object, position: int | None = None) -> None:
         value = manifest.get(field)
         if not isinstance(value, str) or not value:
             raise InvalidManifest(f"{what}: {field} must be a non-empty string")
+    if problem := _segment_problem(manifest["kind"], 100):
+        raise InvalidManifest(f"{what}: kind {_short(manifest['kind'])} {problem}")
     if not isinstance(meta, dict):
         raise InvalidManifest(f"{what}: metadata must be an object")
     name = meta.get("name")

@@ -5,6 +5,10 @@ Label selector syntax (as kubectl): `a=b`, `a==b`, `a!=b`, `a in (x,y)`, `a noti
 objects without the label, as in Kubernetes.
 
 Field selectors support `metadata.name` and `metadata.namespace` with `=`, `==` and `!=`.
+
+Limits, so a selector can never cost much to parse, match or turn into SQL: at most
+`MAX_SELECTOR_CHARS` characters, `MAX_TERMS` terms and `MAX_SET_VALUES` values in one
+`in`/`notin` set. Beyond them parsing fails (a 400 at the API) before any work is done.
 """
 
 from __future__ import annotations
@@ -13,6 +17,28 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+
+MAX_SELECTOR_CHARS = 2048
+MAX_TERMS = 32
+MAX_SET_VALUES = 100
+
+
+def _pattern() -> tuple[str, str]:
+    """Regular expressions of what `LabelSelector.parse` and `FieldSelector.parse` accept
+    (within the limits), for the OpenAPI document: clients and fuzzers learn the grammar."""
+    name = r"[a-z0-9A-Z](?:[a-z0-9A-Z_.-]{0,61}[a-z0-9A-Z])?"
+    key = rf"(?:[a-z0-9A-Z.-]{{1,252}}/)?{name}"
+    value = rf"(?:{name})?"
+    term = (
+        rf"\s*(?:{key}\s*(?:==|=|!=)\s*{value}|{key}\s+(?:in|notin)\s*\("
+        rf"\s*{value}(?:\s*,\s*{value}){{0,{MAX_SET_VALUES - 1}}}\s*\)|!?\s*{key})\s*"
+    )
+    field = r"\s*metadata\.(?:name|namespace)\s*(?:==|=|!=)\s*[^\s!=(),]*\s*"
+    terms = MAX_TERMS - 1
+    return (
+        rf"^(?:\s*|{term}(?:,{term}){{0,{terms}}})$",
+        rf"^(?:\s*|{field}(?:,{field}){{0,{terms}}})$",
+    )
 
 
 class SelectorError(ValueError):
@@ -57,7 +83,11 @@ _CMP_RE = re.compile(r"^(?P<key>[^\s!=()]+)\s*(?P<op>==|=|!=)\s*(?P<value>[^\s!=
 
 
 def _split_terms(text: str) -> list[str]:
-    """Split on commas that are not inside parentheses."""
+    """Split on commas that are not inside parentheses (within the limits above)."""
+    if len(text) > MAX_SELECTOR_CHARS:
+        raise SelectorError(
+            f"selector is {len(text)} characters; the limit is {MAX_SELECTOR_CHARS}"
+        )
     terms, depth, start = [], 0, 0
     for i, ch in enumerate(text):
         if ch == "(":
@@ -72,6 +102,8 @@ def _split_terms(text: str) -> list[str]:
     if depth:
         raise SelectorError("unbalanced '('")
     terms.append(text[start:])
+    if len(terms) > MAX_TERMS:
+        raise SelectorError(f"selector has {len(terms)} terms; the limit is {MAX_TERMS}")
     return [t.strip() for t in terms]
 
 
@@ -91,7 +123,10 @@ def _requirement(term: str) -> Requirement:
     if not term:
         raise SelectorError("empty term in selector")
     if m := _SET_RE.match(term):
-        values = tuple(_value(v.strip()) for v in m["values"].split(","))
+        raw = m["values"].split(",")
+        if len(raw) > MAX_SET_VALUES:
+            raise SelectorError(f"a set has {len(raw)} values; the limit is {MAX_SET_VALUES}")
+        values = tuple(_value(v.strip()) for v in raw)
         return Requirement(_key(m["key"]), Op.IN if m["op"] == "in" else Op.NOTIN, values)
     if m := _CMP_RE.match(term):
         op = Op.NE if m["op"] == "!=" else Op.EQ
@@ -114,11 +149,36 @@ class LabelSelector:
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(r.matches(labels) for r in self.requirements)
 
+    def canonical(self) -> str:
+        """The selector written one way (terms and set values sorted), so two spellings of
+        one selector compare equal."""
+        return ",".join(sorted(_written(r) for r in self.requirements))
+
     def __bool__(self) -> bool:
         return bool(self.requirements)
 
 
+def _written(req: Requirement) -> str:
+    match req.op:
+        case Op.EQ:
+            return f"{req.key}={req.values[0]}" if len(req.values) == 1 else _set(req, "in")
+        case Op.NE:
+            return f"{req.key}!={req.values[0]}"
+        case Op.IN:
+            return _set(req, "in")
+        case Op.NOTIN:
+            return _set(req, "notin")
+        case Op.EXISTS:
+            return req.key
+    return f"!{req.key}"
+
+
+def _set(req: Requirement, op: str) -> str:
+    return f"{req.key} {op} ({','.join(sorted(set(req.values)))})"
+
+
 FIELDS = ("metadata.name", "metadata.namespace")
+LABEL_SELECTOR_PATTERN, FIELD_SELECTOR_PATTERN = _pattern()
 
 
 @dataclass(frozen=True, slots=True)

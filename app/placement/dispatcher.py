@@ -45,10 +45,23 @@ Publish = Callable[[str, bytes], Awaitable[None]]
 
 
 def choose_clusters(
-    placement: dict[str, object], labels: dict[str, dict[str, str]], current: set[str]
+    placement: dict[str, object],
+    labels: dict[str, dict[str, str]],
+    current: set[str],
+    scope: str = "",
 ) -> list[str]:
     """The clusters a placement picks: named ones and label-selected ones (either may be
-    empty), at most `maxClusters`, preferring clusters that already run it, then by name."""
+    empty), at most `maxClusters`, preferring clusters that already run it, then by name.
+
+    Only clusters whose labels match `scope` (the cluster scope of whoever wrote the
+    workload; empty: every cluster) are candidates; a scope that does not parse admits
+    none."""
+    if scope.strip():
+        try:
+            within = LabelSelector.parse(scope)
+        except SelectorError:
+            return []
+        labels = {c: lab for c, lab in labels.items() if within.matches(lab)}
     try:
         selector = LabelSelector.parse(str(placement.get("labelSelector") or ""))
     except SelectorError:
@@ -115,7 +128,8 @@ class Dispatcher:
                 if not current.get(w.name) and not await self._pending_removals(w.name):
                     finished.append(w.name)
                 continue
-            for cluster in choose_clusters(w.placement, labels, current.get(w.name, set())):
+            chosen = choose_clusters(w.placement, labels, current.get(w.name, set()), w.scope)
+            for cluster in chosen:
                 wanted.append(Wanted(w.name, cluster, w.version))
         changed = await store.sync_deliveries(
             self._engine, wanted, finished, self._clock(), self._lock

@@ -1,4 +1,10 @@
-"""A workload as users write it, checked at the edge (API and form) with clear messages."""
+"""A workload as users write it, checked at the edge (API and form) with clear messages.
+
+The JSON schema of `WorkloadSpec` states the constraints the checks enforce (names,
+the shape of a manifest, "a selector or names"), so the OpenAPI document describes what
+the API accepts. YAML from the form is parsed without alias expansion bombs: see
+`parse_manifests`.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,27 @@ from typing import Any
 import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, SequenceNode
 
 from app.informer.manifests import check_manifest
-from app.informer.selectors import LabelSelector, SelectorError
+from app.informer.selectors import (
+    LABEL_SELECTOR_PATTERN,
+    MAX_SELECTOR_CHARS,
+    LabelSelector,
+    SelectorError,
+)
 from app.transport.topics import check_name
 
 MAX_WORKLOAD_BYTES = 256 * 1024
 """A workload travels in one MQTT message; the hub accepts 512 KiB, so this leaves room."""
+MAX_CLUSTERS = 10_000
+MAX_YAML_CHARS = 512 * 1024
+MAX_YAML_NODES = 100_000
+"""Nodes of the YAML once every alias is expanded: a 256 KiB workload has far fewer."""
+MAX_YAML_DEPTH = 100
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _PATH = re.compile(r"^(\.[A-Za-z_][A-Za-z0-9_-]*(\[\d+\])?)+$")
 
 
@@ -31,11 +51,33 @@ class DeleteOption(StrEnum):
 
 
 class Placement(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(
+        populate_by_name=True,
+        extra="forbid",
+        json_schema_extra={
+            "description": "A label selector, cluster names, or both (at least one).",
+            "anyOf": [
+                {
+                    "required": ["labelSelector"],
+                    "properties": {"labelSelector": {"pattern": r"\S"}},
+                },
+                {"required": ["clusters"], "properties": {"clusters": {"minItems": 1}}},
+            ],
+        },
+    )
 
-    label_selector: str = Field("", alias="labelSelector")
-    clusters: list[str] = Field(default_factory=list)
-    max_clusters: int | None = Field(None, alias="maxClusters", ge=1)
+    label_selector: str = Field(
+        "",
+        alias="labelSelector",
+        max_length=MAX_SELECTOR_CHARS,
+        json_schema_extra={"pattern": LABEL_SELECTOR_PATTERN},
+    )
+    clusters: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_CLUSTERS,
+        json_schema_extra={"items": {"type": "string", "pattern": NAME_PATTERN}},
+    )
+    max_clusters: int | None = Field(None, alias="maxClusters", ge=1, le=MAX_CLUSTERS)
 
     @field_validator("label_selector")
     @classmethod
@@ -64,8 +106,8 @@ class FeedbackRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=63)
-    json_path: str = Field(alias="jsonPath")
-    kind: str | None = None
+    json_path: str = Field(alias="jsonPath", max_length=1024, pattern=_PATH.pattern)
+    kind: str | None = Field(None, max_length=316)
     """Only objects of this kind (all when unset)."""
 
     @field_validator("json_path")
@@ -82,11 +124,45 @@ def _manifest_key(manifest: dict[str, Any], position: int) -> tuple[str, str, st
     return manifest["apiVersion"], manifest["kind"], meta.get("namespace") or "", meta["name"]
 
 
+_SEGMENT = r"^(?!\.\.?$)[^/%\x00-\x1f\x7f]+$"
+_STRING_MAP = {"type": ["object", "null"], "additionalProperties": {"type": "string"}}
+MANIFEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "A Kubernetes object (the shape checked by app/informer/manifests.py).",
+    "required": ["apiVersion", "kind", "metadata"],
+    "properties": {
+        "apiVersion": {"type": "string", "minLength": 1},
+        "kind": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": _SEGMENT},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 253, "pattern": _SEGMENT},
+                "namespace": {
+                    "anyOf": [
+                        {"type": "string", "maxLength": 63, "pattern": r"^$|" + _SEGMENT},
+                        {"type": "null"},
+                    ]
+                },
+                "labels": _STRING_MAP,
+                "annotations": _STRING_MAP,
+            },
+        },
+    },
+}
+
+
 class WorkloadSpec(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
-    name: str
-    manifests: list[dict[str, Any]] = Field(min_length=1)
+    name: str = Field(max_length=63, pattern=NAME_PATTERN)
+    manifests: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=1000,
+        json_schema_extra={"items": MANIFEST_SCHEMA},
+        description=f"Kubernetes objects, at most {MAX_WORKLOAD_BYTES} bytes as JSON, each "
+        "object once; integers must fit in 64 bits",
+    )
     placement: Placement
     update_strategy: UpdateStrategy = Field(
         UpdateStrategy.SERVER_SIDE_APPLY, alias="updateStrategy"
@@ -108,21 +184,75 @@ class WorkloadSpec(BaseModel):
             if key in seen:
                 raise ValueError(f"duplicate object in the workload: {key[1]} {key[2]}/{key[3]}")
             seen.add(key)
-        size = len(orjson.dumps(value))
+        try:
+            size = len(orjson.dumps(value))
+        except orjson.JSONEncodeError as exc:  # an integer past 64 bits, bytes from YAML
+            raise ValueError(f"the manifests cannot be stored as JSON: {exc}") from None
         if size > MAX_WORKLOAD_BYTES:
             raise ValueError(f"the manifests are {size} bytes; the limit is {MAX_WORKLOAD_BYTES}")
         return value
 
 
 def parse_manifests(text: str) -> list[dict[str, Any]]:
-    """Multi-document YAML (or JSON) -> manifests; ValueError saying what does not parse."""
+    """Multi-document YAML (or JSON) -> manifests; ValueError saying what does not parse.
+
+    Aliases are composed as shared nodes and checked before anything is built: at most
+    `MAX_YAML_NODES` nodes once expanded, `MAX_YAML_DEPTH` levels, no alias inside
+    itself. A "billion laughs" document (aliases of aliases) is refused in microseconds
+    instead of expanding to gigabytes when stored.
+    """
+    if len(text) > MAX_YAML_CHARS:
+        raise ValueError(f"the YAML is {len(text)} characters; the limit is {MAX_YAML_CHARS}")
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        nodes = list(yaml.compose_all(text, Loader=_Loader))
+        budget, expanded = _Budget(), 0
+        for node in nodes:
+            if node is not None:
+                expanded += budget.count(node, 1)
+        if expanded > MAX_YAML_NODES:
+            raise ValueError(f"the YAML expands to more than {MAX_YAML_NODES} nodes")
+        docs = [SafeConstructor().construct_document(n) for n in nodes if n is not None]
     except yaml.YAMLError as exc:
         raise ValueError(f"the YAML does not parse: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"the YAML nests deeper than {MAX_YAML_DEPTH} levels") from None
+    docs = [d for d in docs if d is not None]
     for doc in docs:
         if not isinstance(doc, dict):
             raise ValueError("every YAML document must be a Kubernetes object (a mapping)")
     if not docs:
         raise ValueError("no manifests given")
     return docs
+
+
+class _Budget:
+    """Counts the nodes a YAML graph expands to (each shared node once per use, from a
+    memo, so the count costs one visit per distinct node)."""
+
+    def __init__(self) -> None:
+        self._sizes: dict[int, int] = {}
+        self._open: set[int] = set()
+
+    def count(self, node: Node, depth: int) -> int:
+        if depth > MAX_YAML_DEPTH:
+            raise ValueError(f"the YAML nests deeper than {MAX_YAML_DEPTH} levels")
+        key = id(node)
+        if key in self._open:
+            raise ValueError("the YAML has an alias inside its own anchor (a cycle)")
+        size = self._sizes.get(key)
+        if size is None:
+            self._open.add(key)
+            size = 1
+            if isinstance(node, SequenceNode):
+                size += sum(self.count(child, depth + 1) for child in node.value)
+            elif isinstance(node, MappingNode):
+                size += sum(
+                    self.count(k, depth + 1) + self.count(v, depth + 1) for k, v in node.value
+                )
+            self._open.discard(key)
+            self._sizes[key] = size
+            if size > MAX_YAML_NODES:
+                raise ValueError(
+                    f"the YAML expands to more than {MAX_YAML_NODES} nodes (aliases included)"
+                )
+        return size

@@ -1,8 +1,13 @@
 """Read side of the store: filtered, paginated lists, single objects, clusters, the change log.
 
-One query layer serves the JSON API, the SSE replay and (later) the HTML pages. A
+One query layer serves the JSON API, the SSE replay and the HTML pages. A
 `ResourceQuery` is both an SQL filter and a predicate on changes, so lists and streams
 filter identically.
+
+Cluster scopes (`app.access.roles.ClusterScope`) are applied here, not in routes: a query
+carries the principal's scope, and SQL keeps to the clusters whose stored labels match it
+(a subquery on `clusters`), while a stream judges each change by its cluster's labels as
+the change feed knows them (`ResourceQuery.cluster_labels`).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,6 +23,7 @@ import orjson
 from sqlalchemy import ColumnElement, and_, func, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.access.roles import EVERYTHING, ClusterScope
 from app.informer.objects import CLUSTER_SCOPED, KindKey
 from app.informer.selectors import FieldSelector, LabelSelector, Op, Requirement
 from app.store.kinds import CORE_GROUP, KindRef, count_keys, group_of
@@ -24,6 +31,8 @@ from app.store.records import ChangeRecord
 from app.store.tables import changes, clusters, resources, revision_counter
 
 MAX_LIMIT = 1000
+MAX_INT = 2**63 - 1
+"""The largest integer either database stores (BIGINT): bigger ones are refused, not sent."""
 
 
 class BadCursor(ValueError):
@@ -79,6 +88,18 @@ class ResourceQuery:
     fields: FieldSelector = field(default_factory=FieldSelector)
     name_contains: str | None = None
     """Case-insensitive substring of the name (the dashboard's search box)."""
+    scope: ClusterScope = EVERYTHING
+    """Only clusters in this scope (the principal's)."""
+    cluster_labels: Mapping[str, Mapping[str, str]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """Cluster -> labels, live (the change feed's): how `matches` judges the scope."""
+
+    def in_scope(self, cluster: str) -> bool:
+        if self.scope.everything:
+            return True
+        labels = self.cluster_labels.get(cluster)
+        return self.scope.admits(dict(labels) if labels is not None else None)
 
     def matches(self, change: ChangeRecord) -> bool:
         """Whether a watch with this filter sees `change` (see `event_type`)."""
@@ -98,6 +119,7 @@ class ResourceQuery:
         if not (
             (not self.name_contains or self.name_contains.lower() in change.name.lower())
             and (self.cluster is None or change.cluster == self.cluster)
+            and self.in_scope(change.cluster)
             and (self.kind is None or change.kind == self.kind)
             and (self.group is None or group_of(change.api_version) == self.group)
             and (self.api_version is None or change.api_version == self.api_version)
@@ -132,11 +154,24 @@ class ResourceQuery:
         if self.name_contains:
             escaped = _like_escaped(self.name_contains.lower())
             conds.append(func.lower(table.c.name).like(f"%{escaped}%", escape="\\"))
+        if not self.scope.everything:
+            conds.append(scope_condition(self.scope, table.c.cluster))
         return conds
 
 
-def _label_condition(req: Requirement) -> ColumnElement[bool]:
-    value: ColumnElement[str] = resources.c.labels[req.key].as_string()
+def scope_condition(scope: ClusterScope, column: Any) -> ColumnElement[bool]:
+    """`column` (a cluster name) names a cluster in `scope`, by its stored labels."""
+    if scope.everything:
+        return literal(True)
+    matching = select(clusters.c.name).where(
+        *(_label_condition(r, clusters.c.labels) for r in scope.selector.requirements)
+    )
+    return column.in_(matching)  # type: ignore[no-any-return]
+
+
+def _label_condition(req: Requirement, labels: Any = None) -> ColumnElement[bool]:
+    column = resources.c.labels if labels is None else labels
+    value: ColumnElement[str] = column[req.key].as_string()
     match req.op:
         case Op.EQ | Op.IN:
             return value.in_(req.values)
@@ -186,13 +221,24 @@ def decode_cursor(token: str, order: Order) -> Cursor:
     columns, _ = _sort_columns(order)
     if (
         token_order != order
-        or not isinstance(revision, int)
+        or not _bounded_int(revision)
         or not isinstance(after, list)
         or len(after) != len(columns)
-        or not isinstance(after[-1], int)
+        or not all(_fits(v, c) for v, c in zip(after, columns, strict=True))
     ):
         raise BadCursor("invalid continue token (or one for another sort order)")
     return Cursor(after, revision, order)
+
+
+def _bounded_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INT
+
+
+def _fits(value: Any, column: Any) -> bool:
+    """A cursor value of the column's type: ids are integers in range, the rest text."""
+    if column is resources.c.id:
+        return _bounded_int(value)
+    return isinstance(value, str) and len(value) <= 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,8 +364,11 @@ async def get_resource(
     return dict(row.body) if row is not None else None
 
 
-async def cluster_rows(engine: AsyncEngine, name: str | None = None) -> list[dict[str, Any]]:
-    """Clusters ordered by name, with their live object counts.
+async def cluster_rows(
+    engine: AsyncEngine, name: str | None = None, *, scope: ClusterScope = EVERYTHING
+) -> list[dict[str, Any]]:
+    """Clusters ordered by name, with their live object counts; only those in `scope`
+    (a cluster out of scope is not there: asked by name, the answer is empty).
 
     `kind_counts` counts per `KindKey`; `counts` is keyed for people (`kinds.count_keys`:
     `Pod`, or `Event.events.k8s.io` beside a core `Event`).
@@ -330,6 +379,9 @@ async def cluster_rows(engine: AsyncEngine, name: str | None = None) -> list[dic
         .where(resources.c.deleted.is_(False))
         .group_by(resources.c.cluster, resources.c.api_version, resources.c.kind)
     )
+    if not scope.everything:
+        stmt = stmt.where(scope_condition(scope, clusters.c.name))
+        counts = counts.where(scope_condition(scope, resources.c.cluster))
     if name is not None:
         stmt = stmt.where(clusters.c.name == name)
         counts = counts.where(resources.c.cluster == name)
@@ -342,6 +394,22 @@ async def cluster_rows(engine: AsyncEngine, name: str | None = None) -> list[dic
         row["kind_counts"] = per_cluster.get(row["name"], {})
         row["counts"] = count_keys(row["kind_counts"])
     return rows
+
+
+async def cluster_names(engine: AsyncEngine, *, scope: ClusterScope = EVERYTHING) -> list[str]:
+    """Names of the clusters in `scope`, in order."""
+    stmt = select(clusters.c.name).order_by(clusters.c.name)
+    if not scope.everything:
+        stmt = stmt.where(scope_condition(scope, clusters.c.name))
+    async with engine.connect() as conn:
+        return [n for (n,) in await conn.execute(stmt)]
+
+
+async def all_cluster_labels(engine: AsyncEngine) -> dict[str, dict[str, str]]:
+    """Every known cluster's labels."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(clusters.c.name, clusters.c.labels))).all()
+    return {name: dict(labels or {}) for name, labels in rows}
 
 
 async def announced_kinds(engine: AsyncEngine) -> dict[str, list[KindKey]]:

@@ -45,6 +45,8 @@ class Applied:
     """Per cluster, the kinds to relist (an empty set: everything, hello included)."""
     clusters: list[ClusterStatus] = field(default_factory=list)
     """Clusters whose online state changed."""
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Labels of the clusters that said hello in the batch."""
     skipped: int = 0
     """Upserts that were stale or duplicates."""
 

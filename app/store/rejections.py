@@ -10,6 +10,8 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.access.roles import EVERYTHING, ClusterScope
+from app.store.queries import scope_condition
 from app.store.tables import rejections
 
 MAX_LIMIT = 500
@@ -29,10 +31,13 @@ async def list_rejections(
     reason: str | None = None,
     limit: int = 100,
     before: int | None = None,
+    scope: ClusterScope = EVERYTHING,
 ) -> RejectionPage:
-    """Newest first."""
+    """Newest first; only clusters in `scope` (by the name the sender claimed)."""
     limit = max(1, min(limit, MAX_LIMIT))
     stmt = select(rejections).order_by(rejections.c.id.desc()).limit(limit + 1)
+    if not scope.everything:
+        stmt = stmt.where(scope_condition(scope, rejections.c.cluster))
     if cluster is not None:
         stmt = stmt.where(rejections.c.cluster == cluster)
     if reason is not None:

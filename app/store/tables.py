@@ -148,6 +148,9 @@ class Workload(SQLModel, table=True):
     deleting: bool = False
     created_at: float = 0.0
     updated_at: float = 0.0
+    scope: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    """The cluster scope (a label selector) of whoever last wrote it: it is placed only on
+    clusters matching it as well as the placement. Empty: no limit."""
 
 
 class Delivery(SQLModel, table=True):
@@ -212,3 +215,87 @@ class Rejection(SQLModel, table=True):
 
 
 rejections = Rejection.__table__  # type: ignore[attr-defined]
+
+
+# -- access control (issue 10, migration 0006) ---------------------------------------------
+
+
+class ApiToken(SQLModel, table=True):
+    """An API token: only its SHA-256 is kept (tokens are 256 random bits, so a fast hash
+    is enough: nothing to brute-force)."""
+
+    __tablename__ = "api_tokens"
+
+    name: str = Field(primary_key=True, max_length=63)
+    token_hash: str = Field(max_length=64, unique=True)
+    role: str = Field(max_length=16)
+    clusters: str = Field(default="", sa_column=Column(Text, nullable=False))
+    """The cluster scope, a label selector; empty for every cluster."""
+    created_at: float = 0.0
+    expires_at: float | None = None
+    created_by: str = Field(default="", max_length=253)
+
+
+class WebSession(SQLModel, table=True):
+    """A dashboard sign-in: the cookie holds a random id, this row its SHA-256. Deleting
+    the row (sign-out, revoking its token, expiry) ends it at once."""
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (Index("ix_web_sessions_token", "token_name"),)
+
+    id_hash: str = Field(primary_key=True, max_length=64)
+    token_name: str = Field(max_length=63)
+    """The token signed in with; empty for the bootstrap token."""
+    principal: str = Field(max_length=253)
+    role: str = Field(max_length=16)
+    clusters: str = Field(default="", sa_column=Column(Text, nullable=False))
+    created_at: float = 0.0
+    expires_at: float = 0.0
+    source: str = Field(default="", max_length=253)
+
+
+class SignInTicket(SQLModel, table=True):
+    """A one-time sign-in link (`/login?token=...`): redeemed once, within minutes."""
+
+    __tablename__ = "sign_in_tickets"
+
+    ticket_hash: str = Field(primary_key=True, max_length=64)
+    token_name: str = Field(max_length=63)
+    expires_at: float = 0.0
+
+
+class AuditEntry(SQLModel, table=True):
+    """Who changed what, when, from where (and who failed to sign in). Trimmed to the
+    newest `retain_audit` rows."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(
+        default=None, sa_column=Column(_BigId, primary_key=True, autoincrement=True)
+    )
+    at: float = 0.0
+    actor: str = Field(default="", max_length=253)
+    role: str = Field(default="", max_length=16)
+    via: str = Field(default="", max_length=16)
+    scope: str = Field(default="", sa_column=Column(Text, nullable=False))
+    source: str = Field(default="", max_length=253)
+    action: str = Field(max_length=32)
+    target: str = Field(default="", sa_column=Column(Text, nullable=False))
+    outcome: str = Field(default="ok", max_length=16)
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False))
+
+
+class HubKey(SQLModel, table=True):
+    """Secrets the hub makes for itself once and every replica shares (the CSRF key)."""
+
+    __tablename__ = "hub_keys"
+
+    name: str = Field(primary_key=True, max_length=63)
+    value: str = Field(sa_column=Column(Text, nullable=False))
+
+
+api_tokens = ApiToken.__table__  # type: ignore[attr-defined]
+web_sessions = WebSession.__table__  # type: ignore[attr-defined]
+sign_in_tickets = SignInTicket.__table__  # type: ignore[attr-defined]
+audit_log = AuditEntry.__table__  # type: ignore[attr-defined]
+hub_keys = HubKey.__table__  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.store.audit import AuditRecord, add_audit
 from app.store.tables import clusters, deliveries, workloads
 
 
@@ -38,6 +39,8 @@ class WorkloadRow:
     deleting: bool
     created_at: float
     updated_at: float
+    scope: str = ""
+    """The cluster scope it is confined to (see `tables.Workload.scope`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,7 @@ def _workload(row: Any) -> WorkloadRow:
         row.deleting,
         row.created_at,
         row.updated_at,
+        row.scope,
     )
 
 
@@ -102,8 +106,14 @@ def _locked(lock: asyncio.Lock | None) -> Any:
 
 
 async def create_workload(
-    engine: AsyncEngine, values: dict[str, Any], now: float, lock: asyncio.Lock | None = None
+    engine: AsyncEngine,
+    values: dict[str, Any],
+    now: float,
+    lock: asyncio.Lock | None = None,
+    *,
+    audit: AuditRecord | None = None,
 ) -> WorkloadRow:
+    """Store a new workload (with its audit entry, in one transaction)."""
     async with _locked(lock), engine.begin() as conn:
         existing = await conn.scalar(
             select(workloads.c.name).where(workloads.c.name == values["name"])
@@ -115,17 +125,33 @@ async def create_workload(
         stored = (
             await conn.execute(select(workloads).where(workloads.c.name == values["name"]))
         ).one()
+        if audit is not None:
+            await add_audit(conn, audit)
     return _workload(stored)
 
 
+def _visible(row: Any, scope: str | None) -> bool:
+    """A workload is visible to a scoped principal only if it was written with exactly
+    that scope; `scope` None: to anyone (an unscoped principal)."""
+    return scope is None or row.scope == scope
+
+
 async def update_workload(
-    engine: AsyncEngine, values: dict[str, Any], now: float, lock: asyncio.Lock | None = None
+    engine: AsyncEngine,
+    values: dict[str, Any],
+    now: float,
+    lock: asyncio.Lock | None = None,
+    *,
+    scope: str | None = None,
+    audit: AuditRecord | None = None,
 ) -> WorkloadRow:
+    """A new version; WorkloadNotFound if there is none (or it is being deleted, or not
+    visible with `scope`)."""
     async with _locked(lock), engine.begin() as conn:
         current = (
             await conn.execute(select(workloads).where(workloads.c.name == values["name"]))
         ).first()
-        if current is None or current.deleting:
+        if current is None or current.deleting or not _visible(current, scope):
             raise WorkloadNotFound(values["name"])
         version = current.version + 1
         await conn.execute(
@@ -136,32 +162,48 @@ async def update_workload(
         row = (
             await conn.execute(select(workloads).where(workloads.c.name == values["name"]))
         ).one()
+        if audit is not None:
+            await add_audit(conn, audit)
     return _workload(row)
 
 
 async def mark_deleting(
-    engine: AsyncEngine, name: str, now: float, lock: asyncio.Lock | None = None
+    engine: AsyncEngine,
+    name: str,
+    now: float,
+    lock: asyncio.Lock | None = None,
+    *,
+    scope: str | None = None,
+    audit: AuditRecord | None = None,
 ) -> None:
+    conds = [workloads.c.name == name, workloads.c.deleting.is_(False)]
+    if scope is not None:
+        conds.append(workloads.c.scope == scope)
     async with _locked(lock), engine.begin() as conn:
         result = await conn.execute(
-            update(workloads)
-            .where(workloads.c.name == name, workloads.c.deleting.is_(False))
-            .values(deleting=True, updated_at=now)
+            update(workloads).where(*conds).values(deleting=True, updated_at=now)
         )
         if not result.rowcount:
             raise WorkloadNotFound(name)
+        if audit is not None:
+            await add_audit(conn, audit)
 
 
-async def get_workload(engine: AsyncEngine, name: str) -> WorkloadRow | None:
+async def get_workload(
+    engine: AsyncEngine, name: str, *, scope: str | None = None
+) -> WorkloadRow | None:
+    """The workload, None if there is none or it is not visible with `scope`."""
     async with engine.connect() as conn:
         row = (await conn.execute(select(workloads).where(workloads.c.name == name))).first()
-    return _workload(row) if row else None
+    return _workload(row) if row and _visible(row, scope) else None
 
 
-async def list_workloads(engine: AsyncEngine) -> list[WorkloadRow]:
+async def list_workloads(engine: AsyncEngine, *, scope: str | None = None) -> list[WorkloadRow]:
+    stmt = select(workloads).order_by(workloads.c.name)
+    if scope is not None:
+        stmt = stmt.where(workloads.c.scope == scope)
     async with engine.connect() as conn:
-        rows = await conn.execute(select(workloads).order_by(workloads.c.name))
-        return [_workload(r) for r in rows]
+        return [_workload(r) for r in await conn.execute(stmt)]
 
 
 # -- deliveries -----------------------------------------------------------------------------

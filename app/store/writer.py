@@ -297,6 +297,7 @@ class _Batch:
     async def hello(self, delta: ClusterHello) -> None:
         """Upsert the cluster; objects of kinds its previous hello announced and this one
         does not are deleted (the agent no longer watches them: nothing would update them)."""
+        self.result.labels[delta.cluster] = dict(delta.labels)
         before = self.cluster_rows.get(delta.cluster, {}).get("kinds") or []
         dropped = set(before) - {str(k) for k in delta.kinds}
         for kind in sorted(dropped):

@@ -1,23 +1,31 @@
-"""The JSON API: health, clusters, resources."""
+"""The JSON API: clusters, resources, rejections (viewer and above, within the principal's
+cluster scope: a cluster out of scope answers 404 like one that does not exist)."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, HTTPException, Path, Query
 
+from app.access.roles import Role
 from app.store import queries, rejections
 from app.store.queries import MAX_LIMIT, AmbiguousKind, BadCursor, ResourceQuery
+from app.web.auth import ViewerDep, needs
 from app.web.deps import ApiVersionParam, EngineDep, HubDep, QueryDep, kind_ref
+from app.web.openapi import READ_ERRORS
 from app.web.resilience import RetryingRoute
 from app.web.wire import iso_time
 
-router = APIRouter(route_class=RetryingRoute)
+router = APIRouter(
+    route_class=RetryingRoute, dependencies=[needs(Role.VIEWER)], responses=READ_ERRORS
+)
 
 LimitParam = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")]
-ContinueParam = Annotated[str | None, Query(alias="continue", description="opaque cursor")]
+ContinueParam = Annotated[
+    str | None, Query(alias="continue", max_length=4096, description="opaque cursor")
+]
+ClusterParam = Annotated[str, Path(max_length=253)]
 
 
 def over_quota(hub: HubDep) -> dict[str, dict[str, Any]]:
@@ -51,52 +59,28 @@ async def _clusters_json(hub: HubDep, rows: list[dict[str, Any]]) -> list[dict[s
     ]
 
 
-@router.get("/healthz", tags=["health"])
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
-
-
-@router.get("/readyz", tags=["health"])
-async def readyz(hub: HubDep) -> JSONResponse:
-    """Ready when the database answers, the broker is connected and ingest is committing:
-    not failing to write, and no message waiting longer than `stuck_after_s` without a
-    commit. Redis is reported but advisory (ingest and queries work without it)."""
-    checks = {
-        "database": await hub.database_ok(),
-        "broker": hub.link.connected,
-        "ingest": hub.ingest_ok(),
-    }
-    ready = all(checks.values())
-    if hub.settings.redis_url:
-        checks["redis"] = await hub.registry.ping()
-    ingest = hub.ingest
-    detail = {
-        "queuedMessages": ingest.queued,
-        "oldestQueuedSeconds": round(ingest.oldest_queued_s(), 3),
-        "stuckSeconds": round(ingest.stuck_for(), 3),
-        "writesFailing": ingest.health.failing_since is not None,
-        "lastError": ingest.health.last_error or None,
-    }
-    return JSONResponse(
-        {"ready": ready, "checks": checks, "ingest": detail}, status_code=200 if ready else 503
-    )
-
-
 @router.get("/clusters", tags=["clusters"])
-async def list_clusters(hub: HubDep, engine: EngineDep) -> dict[str, Any]:
-    return {"items": await _clusters_json(hub, await queries.cluster_rows(engine))}
+async def list_clusters(hub: HubDep, engine: EngineDep, principal: ViewerDep) -> dict[str, Any]:
+    rows = await queries.cluster_rows(engine, scope=principal.scope)
+    return {"items": await _clusters_json(hub, rows)}
 
 
-async def _require_cluster(hub: HubDep, engine: EngineDep, cluster: str) -> dict[str, Any]:
-    rows = await queries.cluster_rows(engine, cluster)
+async def _require_cluster(
+    hub: HubDep, engine: EngineDep, cluster: str, principal: ViewerDep
+) -> dict[str, Any]:
+    """The cluster's JSON; 404 if it is unknown or out of the principal's scope (the same
+    answer, so a scoped token cannot learn which other clusters exist)."""
+    rows = await queries.cluster_rows(engine, cluster, scope=principal.scope)
     if not rows:
         raise HTTPException(404, f"unknown cluster {cluster!r}")
     return (await _clusters_json(hub, rows))[0]
 
 
 @router.get("/clusters/{cluster}", tags=["clusters"])
-async def get_cluster(cluster: str, hub: HubDep, engine: EngineDep) -> dict[str, Any]:
-    return await _require_cluster(hub, engine, cluster)
+async def get_cluster(
+    cluster: ClusterParam, hub: HubDep, engine: EngineDep, principal: ViewerDep
+) -> dict[str, Any]:
+    return await _require_cluster(hub, engine, cluster, principal)
 
 
 async def _page(
@@ -115,26 +99,28 @@ async def _page(
 
 @router.get("/clusters/{cluster}/resources", tags=["resources"])
 async def list_cluster_resources(
-    cluster: str,
+    cluster: ClusterParam,
     hub: HubDep,
     engine: EngineDep,
     query: QueryDep,
+    principal: ViewerDep,
     limit: LimitParam = 100,
     cursor: ContinueParam = None,
 ) -> dict[str, Any]:
     """Objects stored for one cluster, filtered like `kubectl get` (label and field selectors)."""
-    await _require_cluster(hub, engine, cluster)
+    await _require_cluster(hub, engine, cluster, principal)
     return await _page(engine, dataclasses.replace(query, cluster=cluster), limit, cursor)
 
 
 @router.get("/clusters/{cluster}/resources/{kind}/{namespace}/{name}", tags=["resources"])
 async def get_cluster_resource(
-    cluster: str,
-    kind: str,
-    namespace: str,
-    name: str,
+    cluster: ClusterParam,
+    kind: Annotated[str, Path(max_length=316)],
+    namespace: Annotated[str, Path(max_length=63)],
+    name: Annotated[str, Path(max_length=253)],
     hub: HubDep,
     engine: EngineDep,
+    principal: ViewerDep,
     api_version: ApiVersionParam = None,
 ) -> dict[str, Any]:
     """One object; `_` as namespace for cluster-scoped kinds.
@@ -144,7 +130,7 @@ async def get_cluster_resource(
     answers 409, naming them.
     """
     ref = kind_ref(kind, api_version)
-    await _require_cluster(hub, engine, cluster)
+    await _require_cluster(hub, engine, cluster, principal)
     try:
         body = await queries.get_resource(
             engine, cluster, ref, namespace, name, api_version=api_version
@@ -160,6 +146,7 @@ async def get_cluster_resource(
 async def list_rejections(
     engine: EngineDep,
     hub: HubDep,
+    principal: ViewerDep,
     cluster: Annotated[str | None, Query(max_length=253)] = None,
     reason: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=rejections.MAX_LIMIT)] = 100,
@@ -167,7 +154,7 @@ async def list_rejections(
 ) -> dict[str, Any]:
     """What clusters sent that the hub refused, newest first (the dead-letter table:
     rate-limited per cluster and trimmed to `retain_rejections`); `counts` is every refusal
-    since this hub started, by reason."""
+    since this hub started, by reason (fleet-wide, so empty for a scoped principal)."""
     if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) < 19):
         raise HTTPException(400, "invalid continue token")
     page = await rejections.list_rejections(
@@ -176,11 +163,13 @@ async def list_rejections(
         reason=reason,
         limit=limit,
         before=int(cursor) if cursor is not None else None,
+        scope=principal.scope,
     )
+    counts = hub.ingest.stats.rejected if principal.scope.everything else {}
     return {
         "items": [{**r, "at": iso_time(r["at"])} for r in page.items],
         "continue": str(page.next_before) if page.next_before is not None else None,
-        "counts": dict(sorted(hub.ingest.stats.rejected.items())),
+        "counts": dict(sorted(counts.items())),
     }
 
 

@@ -8,9 +8,18 @@ from fastapi import Depends, HTTPException, Query, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.hub.service import HubService
-from app.informer.selectors import FieldSelector, LabelSelector, SelectorError
+from app.informer.selectors import (
+    FIELD_SELECTOR_PATTERN,
+    LABEL_SELECTOR_PATTERN,
+    MAX_SELECTOR_CHARS,
+    MAX_TERMS,
+    FieldSelector,
+    LabelSelector,
+    SelectorError,
+)
 from app.store.kinds import KindRef
 from app.store.queries import ResourceQuery
+from app.web.auth import ViewerDep
 
 
 def get_hub(request: Request) -> HubService:
@@ -27,7 +36,8 @@ EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 
 
 ApiVersionParam = Annotated[
-    str | None, Query(alias="apiVersion", description="e.g. apps/v1, events.k8s.io/v1, v1")
+    str | None,
+    Query(alias="apiVersion", max_length=316, description="e.g. apps/v1, events.k8s.io/v1, v1"),
 ]
 
 
@@ -43,17 +53,35 @@ def kind_ref(text: str, api_version: str | None) -> KindRef:
 
 
 def resource_query(
+    hub: HubDep,
+    principal: ViewerDep,
     kind: Annotated[
         str | None,
-        Query(description="e.g. Pod; Event.events.k8s.io for one API group; Event. for core"),
+        Query(
+            max_length=316,
+            description="e.g. Pod; Event.events.k8s.io for one API group; Event. for core",
+            json_schema_extra={"pattern": r"^(?:[^.].*)?$"},
+        ),
     ] = None,
     api_version: ApiVersionParam = None,
-    namespace: str | None = None,
+    namespace: Annotated[str | None, Query(max_length=63)] = None,
     label_selector: Annotated[
-        str | None, Query(alias="labelSelector", description="e.g. app=web,env in (prod)")
+        str | None,
+        Query(
+            alias="labelSelector",
+            max_length=MAX_SELECTOR_CHARS,
+            description=f"e.g. app=web,env in (prod); at most {MAX_TERMS} terms (400 otherwise)",
+            json_schema_extra={"pattern": LABEL_SELECTOR_PATTERN},
+        ),
     ] = None,
     field_selector: Annotated[
-        str | None, Query(alias="fieldSelector", description="metadata.name / metadata.namespace")
+        str | None,
+        Query(
+            alias="fieldSelector",
+            max_length=MAX_SELECTOR_CHARS,
+            description="metadata.name / metadata.namespace with =, == or != (400 otherwise)",
+            json_schema_extra={"pattern": FIELD_SELECTOR_PATTERN},
+        ),
     ] = None,
 ) -> ResourceQuery:
     ref = kind_ref(kind, api_version) if kind else None  # `kind=` (empty): every kind
@@ -65,6 +93,8 @@ def resource_query(
             namespace=namespace,
             labels=LabelSelector.parse(label_selector),
             fields=FieldSelector.parse(field_selector),
+            scope=principal.scope,
+            cluster_labels=hub.feed.labels,
         )
     except SelectorError as exc:
         raise HTTPException(400, f"bad selector: {exc}") from None

@@ -40,7 +40,7 @@ class FleetPulse:
         self._hub = hub
         self._period_s = period_s
         self._reread_s = reread_s
-        self._clients: set[asyncio.Queue[str]] = set()
+        self._clients: set[asyncio.Queue[tuple[Summary, str]]] = set()
         self._rates: dict[str, float] = {}
         self._clusters: list[dict[str, Any]] = []
         self.latest: Summary = {"clusters": {}, "totals": {}}
@@ -50,8 +50,8 @@ class FleetPulse:
         return len(self._clients)
 
     @contextmanager
-    def subscribe(self) -> Iterator[asyncio.Queue[str]]:
-        queue: asyncio.Queue[str] = asyncio.Queue(maxsize=4)
+    def subscribe(self) -> Iterator[asyncio.Queue[tuple[Summary, str]]]:
+        queue: asyncio.Queue[tuple[Summary, str]] = asyncio.Queue(maxsize=4)
         self._clients.add(queue)
         try:
             yield queue
@@ -112,17 +112,42 @@ class FleetPulse:
             },
             "now": time.time(),
         }
-        encoded = orjson.dumps(self.latest).decode()  # once, for every client
+        encoded = orjson.dumps(self.latest).decode()  # once, for every unscoped client
         for queue in list(self._clients):
             if not queue.full():
-                queue.put_nowait(encoded)
+                queue.put_nowait((self.latest, encoded))
 
 
-async def pulse_events(pulse: FleetPulse) -> AsyncIterator[ServerSentEvent]:
+def scoped_summary(summary: Summary, visible: Callable[[str], bool]) -> Summary:
+    """The summary of the clusters `visible` admits, totals recounted over them."""
+    clusters = {n: c for n, c in summary.get("clusters", {}).items() if visible(n)}
+    return {
+        **summary,
+        "clusters": clusters,
+        "totals": {
+            "clusters": len(clusters),
+            "online": sum(1 for c in clusters.values() if c["online"]),
+            "objects": sum(c["objects"] for c in clusters.values()),
+            "rate": sum(c["rate"] for c in clusters.values()),
+        },
+    }
+
+
+async def pulse_events(
+    pulse: FleetPulse, visible: Callable[[str], bool] | None = None
+) -> AsyncIterator[ServerSentEvent]:
+    """The pulse, every period; only the clusters `visible` admits (None: all)."""
+
+    def encoded(summary: Summary, shared: str | None = None) -> str:
+        if visible is None:
+            return shared or orjson.dumps(summary).decode()
+        return orjson.dumps(scoped_summary(summary, visible)).decode()
+
     with pulse.subscribe() as queue:
-        yield ServerSentEvent(data=orjson.dumps(pulse.latest).decode(), event="pulse")
+        yield ServerSentEvent(data=encoded(pulse.latest), event="pulse")
         while True:
-            yield ServerSentEvent(data=await queue.get(), event="pulse")
+            summary, shared = await queue.get()
+            yield ServerSentEvent(data=encoded(summary, shared), event="pulse")
 
 
 class RenderCache:

@@ -1,13 +1,19 @@
-"""`GET /metrics`: the hub's counters in Prometheus' text format (no client library needed)."""
+"""`GET /metrics`: the hub's counters in Prometheus' text format (no client library needed).
+
+Fleet-wide totals, so they need an unscoped token of any role (a scraper's `viewer`
+token: Prometheus' `authorization: credentials_file`), unless `metrics_public` is set.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
+from app.web.auth import metrics_access
 from app.web.deps import HubDep
+from app.web.openapi import AUTH_ERRORS
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(metrics_access)], responses=AUTH_ERRORS)
 
 
 def _escape(value: str) -> str:

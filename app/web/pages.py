@@ -15,22 +15,27 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from sse_starlette import EventSourceResponse
 
+from app.access.roles import Principal, Role
 from app.informer.objects import KindKey
 from app.informer.selectors import LabelSelector, SelectorError
 from app.store import queries, rejections
 from app.store.kinds import KindRef, count_key_filter, count_keys, kind_filter
-from app.store.queries import ORDERS, AmbiguousKind, BadCursor, Order, ResourceQuery
+from app.store.queries import MAX_INT, ORDERS, AmbiguousKind, BadCursor, Order, ResourceQuery
 from app.store.records import ChangeRecord
 from app.web import render
+from app.web.auth import ViewerDep, csrf_token, needs
 from app.web.deps import ApiVersionParam, HubDep, QueryDep, kind_ref
 from app.web.live import FleetPulse, RenderCache, change_fragments, pulse_events
 from app.web.resilience import RetryingRoute
+from app.web.streams import event_stream
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 PAGE_SIZE = 50
-SSE_PING_S = 15
 
-router = APIRouter(include_in_schema=False, route_class=RetryingRoute)
+router = APIRouter(
+    include_in_schema=False, route_class=RetryingRoute, dependencies=[needs(Role.VIEWER)]
+)
+SinceParam = Annotated[int, Query(ge=0, le=MAX_INT)]
 
 
 def build_templates() -> Jinja2Templates:
@@ -70,9 +75,20 @@ async def _health(hub: HubDep) -> dict[str, bool | None]:
     return {"database": await hub.database_ok(), "broker": hub.link.connected, "redis": redis}
 
 
+def page_context(request: Request) -> dict[str, Any]:
+    """What every page's frame shows: who is signed in, their CSRF token (forms and htmx
+    send it back)."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    return {
+        "principal": principal,
+        "csrf": csrf_token(request, principal) if principal else "",
+        "Role": Role,
+    }
+
+
 async def render_page(request: Request, hub: HubDep, name: str, **context: Any) -> HTMLResponse:
     return templates_of(request).TemplateResponse(
-        request, name, {"health": await _health(hub), **context}
+        request, name, {"health": await _health(hub), **page_context(request), **context}
     )
 
 
@@ -83,14 +99,19 @@ async def render_page(request: Request, hub: HubDep, name: str, **context: Any) 
 async def overview(
     request: Request,
     hub: HubDep,
-    selector: Annotated[str, Query(alias="labelSelector")] = "",
+    principal: ViewerDep,
+    selector: Annotated[str, Query(alias="labelSelector", max_length=2048)] = "",
 ) -> HTMLResponse:
     try:
         wanted = LabelSelector.parse(selector)
         error = None
     except SelectorError as exc:
         wanted, error = LabelSelector(), f"bad selector: {exc}"
-    rows = [r for r in await queries.cluster_rows(hub.engine) if wanted.matches(r["labels"])]
+    rows = [
+        r
+        for r in await queries.cluster_rows(hub.engine, scope=principal.scope)
+        if wanted.matches(r["labels"])
+    ]
     try:
         served = await hub.registry.served_by([r["name"] for r in rows])
     except Exception:
@@ -121,8 +142,10 @@ async def overview(
 
 
 @router.get("/ui/stream/fleet")
-async def fleet_stream(request: Request) -> EventSourceResponse:
-    return EventSourceResponse(pulse_events(_pulse(request)), ping=SSE_PING_S, send_timeout=30)
+async def fleet_stream(request: Request, hub: HubDep, principal: ViewerDep) -> EventSourceResponse:
+    scope, labels = principal.scope, hub.feed.labels
+    visible = None if scope.everything else (lambda name: scope.admits(labels.get(name)))
+    return event_stream(request, principal, pulse_events(_pulse(request), visible))
 
 
 # -- cluster view -----------------------------------------------------------------------
@@ -155,11 +178,12 @@ async def cluster_view(
     cluster: str,
     hub: HubDep,
     query: QueryDep,
-    q: str = "",
+    principal: ViewerDep,
+    q: Annotated[str, Query(max_length=253)] = "",
     sort: Order = "name",
-    cursor: Annotated[str | None, Query(alias="continue")] = None,
+    cursor: Annotated[str | None, Query(alias="continue", max_length=4096)] = None,
 ) -> HTMLResponse:
-    rows = await queries.cluster_rows(hub.engine, cluster)
+    rows = await queries.cluster_rows(hub.engine, cluster, scope=principal.scope)
     if not rows:
         raise HTTPException(404, f"unknown cluster {cluster!r}")
     query = _view_query(query, cluster, q)
@@ -176,7 +200,11 @@ async def cluster_view(
     refused = (
         []
         if partial
-        else (await rejections.list_rejections(hub.engine, cluster=cluster, limit=10)).items
+        else (
+            await rejections.list_rejections(
+                hub.engine, cluster=cluster, limit=10, scope=principal.scope
+            )
+        ).items
     )
     return await render_page(
         request,
@@ -197,7 +225,13 @@ async def cluster_view(
 
 @router.get("/ui/stream/rows")
 async def row_stream(
-    request: Request, hub: HubDep, query: QueryDep, cluster: str, since: int, q: str = ""
+    request: Request,
+    hub: HubDep,
+    query: QueryDep,
+    principal: ViewerDep,
+    cluster: Annotated[str, Query(max_length=253)],
+    since: SinceParam,
+    q: Annotated[str, Query(max_length=253)] = "",
 ) -> EventSourceResponse:
     """Table rows of one cluster view as htmx out-of-band swaps."""
     query = _view_query(query, cluster, q)
@@ -209,7 +243,7 @@ async def row_stream(
 
     stale = templates_of(request).get_template("_stale.html").render()
     events = change_fragments(hub, query, since, fragment, event="rows", stale=stale)
-    return EventSourceResponse(events, ping=SSE_PING_S, send_timeout=30)
+    return event_stream(request, principal, events)
 
 
 # -- object view ------------------------------------------------------------------------
@@ -223,10 +257,13 @@ async def object_view(
     namespace: str,
     name: str,
     hub: HubDep,
+    principal: ViewerDep,
     api_version: ApiVersionParam = None,
 ) -> HTMLResponse:
     """One object, named as in the JSON API (`Kind`, `Kind.group`, `Kind.`, `?apiVersion=`)."""
     ref = kind_ref(kind, api_version)
+    if not await queries.cluster_rows(hub.engine, cluster, scope=principal.scope):
+        raise HTTPException(404, f"unknown cluster {cluster!r}")
     try:
         stored = await queries.get_stored_object(
             hub.engine, cluster, ref, namespace, name, api_version=api_version
@@ -258,14 +295,18 @@ async def object_view(
 
 @router.get("/ui/events", response_class=HTMLResponse)
 async def events_page(
-    request: Request, hub: HubDep, query: QueryDep, cluster: str = ""
+    request: Request,
+    hub: HubDep,
+    query: QueryDep,
+    principal: ViewerDep,
+    cluster: Annotated[str, Query(max_length=253)] = "",
 ) -> HTMLResponse:
     query = dataclasses.replace(query, cluster=cluster or None)
     params = request.query_params
     filters = _filters(query, params.get("labelSelector", ""), params.get("fieldSelector", ""))
     if cluster:
         filters["cluster"] = cluster
-    clusters = [r["name"] for r in await queries.cluster_rows(hub.engine)]
+    clusters = await queries.cluster_names(hub.engine, scope=principal.scope)
     revision = await queries.current_revision(hub.engine)
     return await render_page(
         request, hub, "events.html", filters=filters, clusters=clusters, revision=revision
@@ -273,8 +314,13 @@ async def events_page(
 
 
 @router.get("/ui/stream/events")
-async def event_stream(
-    request: Request, hub: HubDep, query: QueryDep, since: int, cluster: str = ""
+async def feed_stream(
+    request: Request,
+    hub: HubDep,
+    query: QueryDep,
+    principal: ViewerDep,
+    since: SinceParam,
+    cluster: Annotated[str, Query(max_length=253)] = "",
 ) -> EventSourceResponse:
     query = dataclasses.replace(query, cluster=cluster or None)
     template = templates_of(request).get_template("_event.html")
@@ -285,4 +331,4 @@ async def event_stream(
 
     stale = templates_of(request).get_template("_stale.html").render()
     events = change_fragments(hub, query, since, fragment, event="change", stale=stale)
-    return EventSourceResponse(events, ping=SSE_PING_S, send_timeout=30)
+    return event_stream(request, principal, events)

@@ -46,19 +46,22 @@ import orjson
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from app.access.roles import Role
 from app.hub.feed import FeedItem
 from app.hub.service import HubService
 from app.store import queries
 from app.store.queries import ResourceQuery
 from app.store.records import ChangeRecord, ClusterStatus
+from app.web.auth import ViewerDep, needs
 from app.web.deps import HubDep, QueryDep
+from app.web.openapi import STREAM_ERRORS
 from app.web.resilience import RetryingRoute
+from app.web.streams import event_stream
 from app.web.wire import ChangeData, ClusterData, ResetData, iso_time
 
-router = APIRouter(route_class=RetryingRoute)
-
-PING_S = 15
-SEND_TIMEOUT_S = 30
+router = APIRouter(
+    route_class=RetryingRoute, dependencies=[needs(Role.VIEWER)], responses=STREAM_ERRORS
+)
 
 
 def change_event(change: ChangeRecord) -> ServerSentEvent:
@@ -93,7 +96,11 @@ def _accepts(query: ResourceQuery, clusters_too: bool) -> Any:
     def accepts(item: FeedItem) -> bool:
         if isinstance(item, ChangeRecord):
             return query.matches(item)
-        return clusters_too and (query.cluster is None or item.name == query.cluster)
+        return (
+            clusters_too
+            and (query.cluster is None or item.name == query.cluster)
+            and query.in_scope(item.name)
+        )
 
     return accepts
 
@@ -123,24 +130,25 @@ async def _events(
         while not sub.overflowed:
             item = await sub.queue.get()
             if isinstance(item, ClusterStatus):
-                yield cluster_event(item)
+                if query.in_scope(item.name):  # its labels may have changed since
+                    yield cluster_event(item)
             elif item.revision > last and (seen := query.seen_as(item)) is not None:
                 last = item.revision
                 yield change_event(seen)
 
 
-@router.get("/stream", tags=["resources"])
+@router.get("/stream", tags=["resources"], response_class=EventSourceResponse)
 async def stream(
     request: Request,
     hub: HubDep,
     query: QueryDep,
-    cluster: str | None = None,
-    resource_version: Annotated[str | None, Query(alias="resourceVersion")] = None,
-    last_event_id: Annotated[str | None, Header()] = None,
+    principal: ViewerDep,
+    cluster: Annotated[str | None, Query(max_length=253)] = None,
+    resource_version: Annotated[str | None, Query(alias="resourceVersion", max_length=32)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ) -> EventSourceResponse:
-    """Live changes matching the same filters as the lists, plus `cluster`."""
+    """Live changes matching the same filters as the lists, plus `cluster`; only clusters
+    in the principal's scope (a cluster out of it streams nothing, as an unknown one)."""
     since = _since(last_event_id, resource_version)
     query = dataclasses.replace(query, cluster=cluster)
-    return EventSourceResponse(
-        _events(hub, request, query, since), ping=PING_S, send_timeout=SEND_TIMEOUT_S
-    )
+    return event_stream(request, principal, _events(hub, request, query, since))

@@ -14,17 +14,28 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
+from app.access.roles import Principal, Role
 from app.placement.spec import Placement, WorkloadSpec, parse_manifests
 from app.store import queries
 from app.store import workloads as store
 from app.store.workloads import DeliveryRow, WorkloadExists, WorkloadNotFound
+from app.web.auth import OperatorDep, ViewerDep, audit_record, needs
 from app.web.deps import HubDep
 from app.web.live import Signal, rerendered
-from app.web.pages import SSE_PING_S, render_page, templates_of
+from app.web.pages import render_page, templates_of
 from app.web.resilience import RetryingRoute
-from app.web.workloads import _values, preview
+from app.web.streams import event_stream
+from app.web.workloads import (
+    admit,
+    deliveries_in_scope,
+    preview,
+    values_of,
+    visible_scope,
+)
 
-router = APIRouter(include_in_schema=False, route_class=RetryingRoute)
+router = APIRouter(
+    include_in_schema=False, route_class=RetryingRoute, dependencies=[needs(Role.VIEWER)]
+)
 
 
 def _signal(request: Request) -> Signal:
@@ -32,31 +43,32 @@ def _signal(request: Request) -> Signal:
     return signal
 
 
-async def _matrix(request: Request, hub: HubDep) -> str:
-    clusters = [r["name"] for r in await queries.cluster_rows(hub.engine)]
+async def _matrix(request: Request, hub: HubDep, principal: Principal) -> str:
+    clusters = await queries.cluster_names(hub.engine, scope=principal.scope)
     cells: dict[tuple[str, str], DeliveryRow] = {
-        (r.workload, r.cluster): r for r in await store.deliveries_of(hub.engine)
+        (r.workload, r.cluster): r for r in await deliveries_in_scope(hub, principal.scope)
     }
+    listed = await store.list_workloads(hub.engine, scope=visible_scope(principal))
     return (
         templates_of(request)
         .get_template("_matrix.html")
-        .render(workloads=await store.list_workloads(hub.engine), clusters=clusters, cells=cells)
+        .render(workloads=listed, clusters=clusters, cells=cells)
     )
 
 
 @router.get("/ui/workloads", response_class=HTMLResponse)
-async def workloads_page(request: Request, hub: HubDep) -> HTMLResponse:
-    return await render_page(request, hub, "workloads.html", matrix=await _matrix(request, hub))
+async def workloads_page(request: Request, hub: HubDep, principal: ViewerDep) -> HTMLResponse:
+    matrix = await _matrix(request, hub, principal)
+    return await render_page(request, hub, "workloads.html", matrix=matrix)
 
 
 @router.get("/ui/stream/workloads")
-async def matrix_stream(request: Request, hub: HubDep) -> EventSourceResponse:
+async def matrix_stream(request: Request, hub: HubDep, principal: ViewerDep) -> EventSourceResponse:
     async def render() -> str:
-        return await _matrix(request, hub)
+        return await _matrix(request, hub, principal)
 
-    return EventSourceResponse(
-        rerendered(_signal(request), render, event="matrix"), ping=SSE_PING_S, send_timeout=30
-    )
+    events = rerendered(_signal(request), render, event="matrix")
+    return event_stream(request, principal, events)
 
 
 # -- the form ---------------------------------------------------------------------------
@@ -92,10 +104,19 @@ def _form_errors(exc: ValidationError) -> list[str]:
     return out
 
 
+def _integer(text: str | None) -> int | None:
+    """A form's number field: None when empty; ValueError unless a short decimal."""
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 9):
+        raise ValueError(f"{text[:20]!r} is not a number from 1 to 999999999")
+    return int(text)
+
+
 def _spec_from_form(form: dict[str, Any]) -> WorkloadSpec:
     """Raises ValueError (bad YAML) or ValidationError (anything else)."""
     manifests = parse_manifests(form["manifests"])
-    max_clusters = int(form["maxClusters"]) if form.get("maxClusters") else None
+    max_clusters = _integer(form.get("maxClusters"))
     return WorkloadSpec.model_validate(
         {
             "name": form["name"],
@@ -115,13 +136,14 @@ def _spec_from_form(form: dict[str, Any]) -> WorkloadSpec:
 async def _form_page(
     request: Request,
     hub: HubDep,
+    principal: Principal,
     form: dict[str, Any],
     *,
     editing: bool,
     errors: list[str] | None = None,
     status: int = 200,
 ) -> HTMLResponse:
-    clusters = await queries.cluster_rows(hub.engine)
+    clusters = await queries.cluster_rows(hub.engine, scope=principal.scope)
     response = await render_page(
         request,
         hub,
@@ -136,7 +158,7 @@ async def _form_page(
 
 
 @router.get("/ui/workloads/new", response_class=HTMLResponse)
-async def new_form(request: Request, hub: HubDep) -> HTMLResponse:
+async def new_form(request: Request, hub: HubDep, principal: OperatorDep) -> HTMLResponse:
     form = {
         "name": "",
         "manifests": EXAMPLE,
@@ -147,7 +169,7 @@ async def new_form(request: Request, hub: HubDep) -> HTMLResponse:
         "deleteOption": "Foreground",
         "feedbackRules": "",
     }
-    return await _form_page(request, hub, form, editing=False)
+    return await _form_page(request, hub, principal, form, editing=False)
 
 
 async def _submitted(request: Request) -> dict[str, Any]:
@@ -159,45 +181,55 @@ async def _submitted(request: Request) -> dict[str, Any]:
     return form
 
 
-async def _save(request: Request, hub: HubDep, *, editing: str | None = None) -> Response:
+async def _save(
+    request: Request, hub: HubDep, principal: Principal, *, editing: str | None = None
+) -> Response:
     """Create (editing None) or update the workload named `editing` from the form."""
     form = await _submitted(request)
+    action = "workload.update" if editing is not None else "workload.create"
     try:
         spec = _spec_from_form(form)
         if editing is not None and spec.name != editing:
             raise ValueError(f"the form names workload {spec.name!r}, this page {editing!r}")
+        await admit(request, principal, spec, action)
         now = time.time()
+        values = values_of(spec, principal.scope)
+        audit = audit_record(request, principal, action, spec.name)
         if editing is not None:
-            await store.update_workload(hub.engine, _values(spec), now, hub.writer.lock)
+            await store.update_workload(
+                hub.engine,
+                values,
+                now,
+                hub.writer.lock,
+                scope=visible_scope(principal),
+                audit=audit,
+            )
         else:
-            await store.create_workload(hub.engine, _values(spec), now, hub.writer.lock)
+            await store.create_workload(hub.engine, values, now, hub.writer.lock, audit=audit)
     except ValidationError as exc:
-        return await _form_page(
-            request, hub, form, editing=editing is not None, errors=_form_errors(exc), status=422
-        )
+        errors, status = _form_errors(exc), 422
+    except HTTPException as exc:  # refused by the admission policy
+        errors, status = [str(exc.detail)], exc.status_code
     except (ValueError, WorkloadExists, WorkloadNotFound) as exc:
-        return await _form_page(
-            request,
-            hub,
-            form,
-            editing=editing is not None,
-            errors=[str(exc)],
-            status=409 if isinstance(exc, WorkloadExists) else 422,
-        )
-    hub.dispatcher.wake()
-    return RedirectResponse(f"/ui/workloads/{spec.name}", status_code=303)
+        errors, status = [str(exc)], 409 if isinstance(exc, WorkloadExists) else 422
+    else:
+        hub.dispatcher.wake()
+        return RedirectResponse(f"/ui/workloads/{spec.name}", status_code=303)
+    return await _form_page(
+        request, hub, principal, form, editing=editing is not None, errors=errors, status=status
+    )
 
 
 @router.post("/ui/workloads")
-async def create_from_form(request: Request, hub: HubDep) -> Response:
-    return await _save(request, hub)
+async def create_from_form(request: Request, hub: HubDep, principal: OperatorDep) -> Response:
+    return await _save(request, hub, principal)
 
 
 @router.post("/ui/workloads/preview", response_class=HTMLResponse)
-async def preview_fragment(request: Request, hub: HubDep) -> HTMLResponse:
+async def preview_fragment(request: Request, hub: HubDep, principal: ViewerDep) -> HTMLResponse:
     form = await _submitted(request)
     try:
-        max_clusters = int(form["maxClusters"]) if form.get("maxClusters") else None
+        max_clusters = _integer(form.get("maxClusters"))
         placement = Placement.model_validate(
             {
                 "labelSelector": form.get("labelSelector", ""),
@@ -205,7 +237,7 @@ async def preview_fragment(request: Request, hub: HubDep) -> HTMLResponse:
                 "maxClusters": max_clusters,
             }
         )
-        result = await preview(hub, placement)
+        result = await preview(hub, placement, principal.scope)
         errors: list[str] = []
     except (ValidationError, ValueError) as exc:
         result = {"clusters": [], "warnings": []}
@@ -215,17 +247,21 @@ async def preview_fragment(request: Request, hub: HubDep) -> HTMLResponse:
 
 
 @router.get("/ui/workloads/{name}", response_class=HTMLResponse)
-async def workload_page(request: Request, name: str, hub: HubDep) -> HTMLResponse:
-    w = await store.get_workload(hub.engine, name)
+async def workload_page(
+    request: Request, name: str, hub: HubDep, principal: ViewerDep
+) -> HTMLResponse:
+    w = await store.get_workload(hub.engine, name, scope=visible_scope(principal))
     if w is None:
         raise HTTPException(404, f"unknown workload {name!r}")
-    rows = await store.deliveries_of(hub.engine, name)
+    rows = await deliveries_in_scope(hub, principal.scope, name)
     return await render_page(request, hub, "workload.html", w=w, rows=rows)
 
 
 @router.get("/ui/workloads/{name}/edit", response_class=HTMLResponse)
-async def edit_form(request: Request, name: str, hub: HubDep) -> HTMLResponse:
-    w = await store.get_workload(hub.engine, name)
+async def edit_form(
+    request: Request, name: str, hub: HubDep, principal: OperatorDep
+) -> HTMLResponse:
+    w = await store.get_workload(hub.engine, name, scope=visible_scope(principal))
     if w is None or w.deleting:
         raise HTTPException(404, f"unknown workload {name!r}")
     form = {
@@ -238,18 +274,29 @@ async def edit_form(request: Request, name: str, hub: HubDep) -> HTMLResponse:
         "deleteOption": w.delete_option,
         "feedbackRules": orjson.dumps(w.feedback_rules).decode() if w.feedback_rules else "",
     }
-    return await _form_page(request, hub, form, editing=True)
+    return await _form_page(request, hub, principal, form, editing=True)
 
 
 @router.post("/ui/workloads/{name}")
-async def update_from_form(request: Request, name: str, hub: HubDep) -> Response:
-    return await _save(request, hub, editing=name)
+async def update_from_form(
+    request: Request, name: str, hub: HubDep, principal: OperatorDep
+) -> Response:
+    return await _save(request, hub, principal, editing=name)
 
 
 @router.post("/ui/workloads/{name}/delete")
-async def delete_from_form(name: str, hub: HubDep) -> Response:
+async def delete_from_form(
+    request: Request, name: str, hub: HubDep, principal: OperatorDep
+) -> Response:
     try:
-        await store.mark_deleting(hub.engine, name, time.time(), hub.writer.lock)
+        await store.mark_deleting(
+            hub.engine,
+            name,
+            time.time(),
+            hub.writer.lock,
+            scope=visible_scope(principal),
+            audit=audit_record(request, principal, "workload.delete", name),
+        )
     except WorkloadNotFound:
         raise HTTPException(404, f"unknown workload {name!r}") from None
     hub.dispatcher.wake()

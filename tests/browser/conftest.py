@@ -39,6 +39,7 @@ from playwright.sync_api import (
 )
 
 from app.broker import Mosquitto, free_port
+from tests.harness import ADMIN_TOKEN, AUTH
 
 CHROMIUM = "/usr/bin/chromium"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -120,9 +121,10 @@ def console_errors() -> list[str]:
 
 
 @pytest.fixture
-def page(browser: Browser, console_errors: list[str]) -> Iterator[Page]:
+def anonymous_page(browser: Browser, console_errors: list[str]) -> Iterator[Page]:
     """A page in a context of its own (fresh cookies and storage), 1440x900, 10 s default
-    timeout. Uncaught JavaScript errors on the page fail the test at teardown."""
+    timeout, not signed in. Uncaught JavaScript errors on the page fail the test at
+    teardown."""
     context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
     context.set_default_timeout(10_000)
     page = context.new_page()
@@ -133,6 +135,21 @@ def page(browser: Browser, console_errors: list[str]) -> Iterator[Page]:
     context.close()
     if page_errors:
         pytest.fail("uncaught JavaScript errors on the page:\n" + "\n".join(page_errors))
+
+
+@pytest.fixture
+def page(anonymous_page: Page, stack: Stack) -> Page:
+    """`anonymous_page`, signed in to the stack's hub with its admin token."""
+    sign_in(anonymous_page, stack, ADMIN_TOKEN)
+    return anonymous_page
+
+
+def sign_in(page: Page, stack: Stack, token: str) -> None:
+    """Through the sign-in form, as a person would."""
+    page.goto(stack.base_url + "/login")
+    page.get_by_label("Token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(stack.base_url + "/")
 
 
 def _console(into: list[str], msg: ConsoleMessage) -> None:
@@ -182,7 +199,7 @@ class Stack:
 
     def get(self, path: str, **params: Any) -> Any:
         """GET a JSON path of the hub's API; raises on a non-2xx answer."""
-        response = httpx.get(f"{self.base_url}{path}", params=params, timeout=5)
+        response = httpx.get(f"{self.base_url}{path}", params=params, timeout=5, headers=AUTH)
         response.raise_for_status()
         return response.json()
 
@@ -234,7 +251,7 @@ class Stack:
             "--replica-id",
             "hub-ui",
             # notice silent clusters quickly (a SIGKILLed agent also sends its last will)
-            env={"TI_MAINTENANCE_INTERVAL_S": "0.5"},
+            env={"TI_MAINTENANCE_INTERVAL_S": "0.5", "TI_BOOTSTRAP_TOKEN": ADMIN_TOKEN},
         )
         hub = self.hub
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import Stack
+from tests.harness import AUTH
 
 
 def test_overview_lists_every_cluster_live(page: Page, stack: Stack, shots: Path) -> None:
@@ -97,3 +99,55 @@ def test_a_workload_created_in_the_form_rolls_out_green(
     row = page.locator("table.matrix tr", has_text="shop")
     expect(row.locator(".s-available")).to_have_count(2, timeout=15000)
     page.screenshot(path=shots / "workloads.png", full_page=False)
+
+
+def test_sign_in_create_a_workload_see_it_audited_sign_out(
+    anonymous_page: Page, stack: Stack, console_errors: list[str], shots: Path
+) -> None:
+    page = anonymous_page
+    made = httpx.post(
+        f"{stack.base_url}/tokens",
+        json={"name": "erin", "role": "admin"},
+        headers=AUTH,
+        timeout=5,
+    )
+    token = made.json()["token"]
+    page.goto(stack.base_url + "/ui/workloads")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()  # 401: the form
+    page.screenshot(path=shots / "sign-in.png", full_page=False)
+    page.get_by_label("Token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(re.compile(r"/ui/workloads$"))
+    expect(page.locator(".who")).to_contain_text("erin")
+
+    page.goto(stack.base_url + "/ui/workloads/new")
+    page.locator("input[name=name]").fill("audited")
+    page.locator("input[name=labelSelector]").fill("env=dev")
+    expect(page.locator("#preview")).to_contain_text("1 cluster matches")  # htmx, CSRF header
+    page.get_by_role("button", name="Create and deploy").click()
+    expect(page).to_have_url(re.compile(r"/ui/workloads/audited$"))
+
+    page.get_by_role("link", name="Audit").click()
+    entry = page.locator("table.audit tbody tr", has_text="workload.create").first
+    expect(entry).to_contain_text("audited")
+    expect(entry).to_contain_text("erin")
+    page.screenshot(path=shots / "audit.png", full_page=False)
+
+    page.on("dialog", lambda dialog: dialog.accept())  # the delete form asks first
+    page.goto(stack.base_url + "/ui/workloads/audited")
+    page.get_by_role("button", name="Delete workload").click()
+    expect(page).to_have_url(re.compile(r"/ui/workloads$"))
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(re.compile(r"/login$"))
+    assert page.goto(stack.base_url + "/ui/workloads").status == 401
+    assert not [e for e in console_errors if "Content Security Policy" in e], console_errors
+
+
+def test_api_docs_render_offline_under_the_csp(
+    page: Page, stack: Stack, console_errors: list[str]
+) -> None:
+    page.goto(stack.base_url + "/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Transport Informer")
+    expect(page.locator(".opblock-summary-path", has_text="/workloads").first).to_be_visible()
+    assert not [e for e in console_errors if "Content Security Policy" in e], console_errors

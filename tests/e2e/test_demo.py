@@ -70,9 +70,18 @@ def wait_for(predicate: Callable[[], bool], within: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def three_clusters_online(port: int) -> bool:
+def demo_token(lines: list[str]) -> str:
+    """The admin token the demo prints (`export TI_TOKEN=...`)."""
+    return next(line.split("=", 1)[1] for line in lines if "export TI_TOKEN=" in line)
+
+
+def three_clusters_online(port: int, token: str) -> bool:
     try:
-        items = httpx.get(f"http://127.0.0.1:{port}/clusters", timeout=2).json()["items"]
+        items = httpx.get(
+            f"http://127.0.0.1:{port}/clusters",
+            timeout=2,
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()["items"]
     except (httpx.HTTPError, KeyError, ValueError):
         return False
     return len(items) == 3 and all(c.get("online") for c in items)
@@ -111,7 +120,12 @@ def test_an_interrupted_demo_stops_agents_then_hub_then_broker_and_leaves_nothin
         url = f"http://127.0.0.1:{port}/clusters"
         wait_for(lambda: any(url in line for line in output.lines), 120, "the dashboard URL")
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
-        wait_for(lambda: three_clusters_online(port), 60, "three agents online")
+        token = demo_token(output.lines)
+        sign_in = next(line.strip() for line in output.lines if "/login?token=" in line)
+        signed_in = httpx.get(sign_in, timeout=5, follow_redirects=False)
+        assert signed_in.status_code == 303 and "ti_session" in signed_in.cookies
+        assert httpx.get(sign_in, timeout=5).status_code == 401  # the link works once
+        wait_for(lambda: three_clusters_online(port, token), 60, "three agents online")
         children = children_of(demo.pid)
         assert len(children) == 5, children  # mosquitto, the hub, three agents
         before_ctrl_c = len(output.lines)

@@ -17,7 +17,7 @@ import pytest
 from app.agent.sources.sim import SimulatedCluster
 from app.broker import Mosquitto, free_port
 from tests.conftest import wait_until
-from tests.harness import KINDS, sim_agent, sim_names
+from tests.harness import ADMIN_TOKEN, AUTH, KINDS, sim_agent, sim_names
 
 pytestmark = pytest.mark.e2e
 KIND_FLAG = ",".join(str(k) for k in KINDS)
@@ -29,7 +29,7 @@ class Processes:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "TI_LOG_LEVEL": "INFO"}
+        env = {**os.environ, "TI_LOG_LEVEL": "INFO", "TI_BOOTSTRAP_TOKEN": ADMIN_TOKEN}
         with open(self.log_dir / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "app", *args], stdout=log, stderr=log, env=env
@@ -139,7 +139,9 @@ async def test_killed_agent_goes_offline_and_its_replacement_makes_the_hub_exact
     expected_first = await sim_names(
         SimulatedCluster(cluster="prod-1", objects=40, churn_per_s=0, seed=1, kinds=KINDS)
     )
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", timeout=5, headers=AUTH
+    ) as http:
         await wait_until(
             lambda: _equal(hub_names(http, "prod-1"), expected_first),
             within=30,
@@ -179,7 +181,9 @@ async def test_hub_killed_mid_stream_loses_nothing(
     db = f"sqlite:///{tmp_path}/hub.db"
     hub = start_hub(processes, broker, db, port)
     agent, sim = sim_agent("prod-2", broker.url, resync_s=3600.0)  # only sessions, no resync help
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", timeout=5, headers=AUTH
+    ) as http:
         await wait_until(lambda: hub_up(http), within=30, what="hub ready")
         await agent.__aenter__()
         await wait_until(lambda: _equal(hub_names(http, "prod-2"), sim_names(sim)), within=30)
@@ -207,7 +211,10 @@ async def test_broker_restarted_mid_stream_loses_nothing(
     port = free_port()
     start_hub(processes, broker, f"sqlite:///{tmp_path}/hub.db", port)
     agent, sim = sim_agent("prod-3", broker.url)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http, agent:
+    async with (
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5, headers=AUTH) as http,
+        agent,
+    ):
         await wait_until(lambda: _equal(hub_names(http, "prod-3"), sim_names(sim)), within=30)
         for round_ in range(30):
             sim.mutate(10)

@@ -26,6 +26,8 @@ from types import TracebackType
 
 import httpx
 
+from tests.harness import AUTH
+
 TIMEOUT_S = 3.0
 FAILED_WRITE = b"writing a batch failed"
 METRIC = re.compile(r"^(ti_ingest_batches_total|ti_ingest_queued_messages)\s+([0-9.]+)$", re.M)
@@ -77,7 +79,7 @@ class Probe:
         self._every_s = every_s
         self._tasks: list[asyncio.Task[None]] = []
         self._window = (0.0, float("inf"))
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT_S)
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT_S, headers=AUTH)
 
     async def __aenter__(self) -> Probe:
         loops = (self._sample_ready, self._sample_rest, self._sample_ingest)

@@ -20,6 +20,8 @@ from types import TracebackType
 import httpx
 import orjson
 
+from tests.harness import AUTH
+
 RECONNECT_S = 0.2
 CHANGE_EVENTS = {"ADDED", "MODIFIED", "DELETED"}
 
@@ -87,7 +89,7 @@ class SseChecker:
         await self._advanced.wait()
 
     async def _run(self) -> None:
-        async with httpx.AsyncClient(base_url=self._base_url, timeout=None) as http:
+        async with httpx.AsyncClient(base_url=self._base_url, timeout=None, headers=AUTH) as http:
             while True:
                 with contextlib.suppress(httpx.HTTPError, OSError):
                     await self._follow(http)
@@ -145,7 +147,7 @@ class SseChecker:
 async def current_revision(base_url: str, timeout_s: float = 10.0) -> int:
     """The hub's current revision, as a new stream's BOOKMARK announces it."""
     async with (
-        httpx.AsyncClient(base_url=base_url, timeout=timeout_s) as http,
+        httpx.AsyncClient(base_url=base_url, timeout=timeout_s, headers=AUTH) as http,
         http.stream("GET", "/stream") as response,
     ):
         async for line in response.aiter_lines():

@@ -33,6 +33,7 @@ from tests.faults.postgres import database_url, private_database
 from tests.faults.processes import ManagedProcess, Usage
 from tests.faults.redis_server import RedisServer
 from tests.faults.tcp_proxy import TcpProxy
+from tests.harness import ADMIN_TOKEN, AUTH
 
 START_TIMEOUT_S = 60.0
 
@@ -111,7 +112,7 @@ class Testbed:
         self.agent_proxy: TcpProxy | None = None
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.http = httpx.AsyncClient(base_url=self.url, timeout=10)
+        self.http = httpx.AsyncClient(base_url=self.url, timeout=10, headers=AUTH)
         self.hub: ManagedProcess
         self._stack = AsyncExitStack()
         self._churning: list[asyncio.Task[None]] = []
@@ -167,6 +168,7 @@ class Testbed:
             *("--port", str(self.port), "--replica-id", "faults", *redis_args),
             log_dir=self.work_dir,
             TI_LOG_LEVEL="INFO",
+            TI_BOOTSTRAP_TOKEN=ADMIN_TOKEN,
             TI_MAINTENANCE_INTERVAL_S="1",
             TI_STUCK_AFTER_S=str(STUCK_AFTER_S),
             TI_RETAIN_CHANGES=str(params.retain_changes),

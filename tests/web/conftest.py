@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -36,5 +37,25 @@ async def two_events_hub(
             Upsert("c2", event("ADDED", "z", 5, kind="Event", api_version=EVENTS, uid="grp-z")),
         ]
     )
+    async with live_hub(broker_url=broker.url, database_url=database_url) as hub:
+        yield hub
+
+
+@pytest.fixture
+async def fleet_hub(
+    broker: Mosquitto, engine: AsyncEngine, database_url: str
+) -> AsyncIterator[LiveHub]:
+    """dev-1 (env=dev) and prod-1 (env=prod), both region=eu, each with a Pod `web-<env>`
+    labelled app=web and a ConfigMap; the hub started after they were stored."""
+    pod_kind, cm_kind = KindKey("v1", "Pod"), KindKey("v1", "ConfigMap")
+    deltas: list[Any] = []
+    for n, (cluster, env) in enumerate((("dev-1", "dev"), ("prod-1", "prod"))):
+        labels = {"env": env, "region": "eu"}
+        deltas += [
+            ClusterHello(cluster, labels, (pod_kind, cm_kind), 5, "1"),
+            Upsert(cluster, event("ADDED", f"web-{env}", 10 * n + 1, labels={"app": "web"})),
+            Upsert(cluster, event("ADDED", f"cfg-{env}", 10 * n + 2, kind="ConfigMap")),
+        ]
+    await InventoryWriter(engine).apply(deltas)
     async with live_hub(broker_url=broker.url, database_url=database_url) as hub:
         yield hub

@@ -47,6 +47,8 @@ T = {
 }
 QUOTA = 300
 """Messages per second (and burst) the hub under test takes from one cluster."""
+TOKEN = "conformance-" + "0123456789abcdef" * 3
+"""The hub's bootstrap admin token (`TI_BOOTSTRAP_TOKEN`): the HTTP side needs one."""
 
 
 def free_port() -> int:
@@ -136,7 +138,9 @@ class Agent:
 
 class Hub:
     def __init__(self, url: str) -> None:
-        self.http = httpx.AsyncClient(base_url=url, timeout=10)
+        self.http = httpx.AsyncClient(
+            base_url=url, timeout=10, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
 
     async def get(self, path: str, **params: Any) -> Any:
         response = await self.http.get(path, params=params)
@@ -179,6 +183,7 @@ def hub_process(broker: Any, tmp_path: Path) -> Iterator[tuple[str, Path]]:
         "TI_QUOTA_MESSAGE_BURST": str(QUOTA),
         "TI_QUOTA_CALM_S": "1",
         "TI_MAINTENANCE_INTERVAL_S": "0.5",
+        "TI_BOOTSTRAP_TOKEN": TOKEN,
     }
     args = ["--broker", broker.url, "--database-url", f"sqlite:///{db}", "--port", str(port)]
     with open(tmp_path / "hub.log", "ab") as log:

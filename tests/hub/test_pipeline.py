@@ -279,3 +279,32 @@ async def test_a_label_selected_stream_sees_objects_leave_and_enter_as_a_watch_w
         assert [e["event"] for e in replayed] == ["ADDED", "MODIFIED", "DELETED", "ADDED"]
         rvs = [orjson.loads(e["data"])["object"]["metadata"]["resourceVersion"] for e in replayed]
         assert rvs == ["1", "2", "3", "5"]
+
+
+async def test_a_forged_version_far_above_the_cluster_does_not_survive_its_relist(
+    broker: Mosquitto, database_url: str
+) -> None:
+    """Someone published, as this cluster, a real object at resourceVersion 2^63-1 and one
+    that does not exist: the digest differs, the agent relists, and the replacing snapshot
+    restores the real object and removes the fake, whatever their versions (issue 8)."""
+    from tests.harness import RawAgent
+
+    async with synced_cluster(broker.url, database_url, "prod-1") as (hub, agent, sim):
+        real = next(iter((await sim.list(sim.kinds[1])).items))
+        forged = {**real, "spec": {"image": "evil"}}
+        forged["metadata"] = {**real["metadata"], "resourceVersion": str(2**63 - 1)}
+        fake = {**forged, "metadata": {**forged["metadata"], "name": "fake", "uid": "u-fake"}}
+        async with RawAgent(broker.url, "prod-1") as attacker:
+            await attacker.events(("MODIFIED", forged), ("ADDED", fake))
+        await wait_until(lambda: _has_name(hub, "prod-1", "fake"), what="the forged objects stored")
+        await wait_until(lambda: in_sync(hub, "prod-1", sim), within=20, what="repaired")
+        stored = await hub.get(
+            f"/clusters/prod-1/resources/Pod/{real['metadata']['namespace']}/"
+            f"{real['metadata']['name']}"
+        )
+        assert stored == real
+        assert agent.source.kinds  # the agent kept running throughout
+
+
+async def _has_name(hub: LiveHub, cluster: str, name: str) -> bool:
+    return any(n.endswith(f"/{name}") for _, n in await hub.names(cluster))

@@ -118,7 +118,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         engine = create_engine(url)
         async with engine.begin() as conn:
             await conn.execute(
-                text("TRUNCATE resources, changes, clusters, workloads, deliveries, rejections")
+                text(
+                    "TRUNCATE resources, changes, clusters, workloads, deliveries, rejections, "
+                    "cluster_registrations, cluster_certificates, cluster_removals"
+                )
             )
             await conn.execute(text("UPDATE revision_counter SET value = 0"))
         await engine.dispose()

@@ -100,6 +100,8 @@ class Peer:
     received: list[tuple[str, bytes]] = field(default_factory=list)
     granted: list[int] = field(default_factory=list)
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
+    news: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set whenever a message or a SUBACK arrives."""
 
     def topics(self) -> list[str]:
         return [t for t, _ in self.received]
@@ -107,7 +109,8 @@ class Peer:
     async def wait_for(self, topic: str, payload: bytes, within: float = 5.0) -> None:
         async with asyncio.timeout(within):
             while (topic, payload) not in self.received:
-                await asyncio.sleep(0.02)
+                self.news.clear()
+                await self.news.wait()
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1)
@@ -124,10 +127,12 @@ async def peer(
 
     def on_message(_c: Any, topic: str, payload: bytes, _qos: int, _props: Any) -> int:
         found.received.append((topic, payload))
+        found.news.set()
         return 0
 
     def on_subscribe(_c: Any, _mid: int, qos: tuple[int, ...], _props: Any) -> None:
         found.granted.extend(qos)
+        found.news.set()
 
     client.on_message = on_message
     client.on_subscribe = on_subscribe
@@ -138,7 +143,8 @@ async def peer(
         client.subscribe(topic, qos=1)
     async with asyncio.timeout(5):
         while len(found.granted) < len(subscriptions):
-            await asyncio.sleep(0.01)
+            found.news.clear()
+            await found.news.wait()
     try:
         yield found
     finally:

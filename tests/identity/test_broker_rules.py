@@ -37,7 +37,7 @@ async def test_a_cluster_publishes_only_to_its_own_agentevents(
     ):
         a.publish(agent_events("b"), b"a posing as b")
         a.publish(source_events("b"), b"a writing to b's inbox")
-        a.publish(f"sources/other/consumers/a/agentevents", b"another source")
+        a.publish("sources/other/consumers/a/agentevents", b"another source")
         a.publish("$SYS/broker/fake", b"system")
         a.publish(agent_events("a"), b"marker")  # allowed, and after the others
         await hub.wait_for(agent_events("a"), b"marker")

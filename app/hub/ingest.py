@@ -1,6 +1,8 @@
 """Ingest: MQTT messages from agents -> reflectors -> one SQL transaction per batch.
 
-- `handle` is gmqtt's message callback. It admits the message against its cluster's quota
+- `handle` is gmqtt's message callback. A message from a cluster that is not registered
+  (`Admission`, `registrations.py`) is refused before anything else, unparsed. Otherwise it
+  admits the message against its cluster's quota
   (`quota.py`: over quota -> dropped before parsing), checks it (topic, envelope, payload,
   each object) and queues it on its cluster's queue, then returns only after the batch
   holding it is committed, so the broker's PUBACK means "stored" (ack after commit). A
@@ -32,7 +34,7 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import orjson
@@ -40,6 +42,7 @@ import orjson
 from app.hub.dead_letters import DeadLetters
 from app.hub.feed import ChangeFeed
 from app.hub.quota import ClusterQuota, OverQuota
+from app.hub.registrations import Admission, AdmitAll
 from app.hub.registry import ClusterRegistry
 from app.hub.relists import EVERYTHING, RelistLimiter
 from app.informer.deltas import ClusterHello, ClusterOffline, ClusterSeen, Delta, Sweep, Upsert
@@ -149,7 +152,11 @@ class Ingest:
         dead_letters: DeadLetters | None = None,
         max_queued_messages: int = 20_000,
         max_queued_bytes: int = 256 * 1024 * 1024,
+        admission: Admission | None = None,
     ) -> None:
+        self.admission: Admission = admission or AdmitAll()
+        self._jobs: deque[tuple[Callable[[], Awaitable[None]], asyncio.Future[None]]] = deque()
+        """Work that must not overlap a batch (`exclusive`), run by the loop between two."""
         self._on_workload_messages = on_workload_messages
         self._source = source
         self._writer = writer
@@ -301,7 +308,9 @@ class Ingest:
         """Inventory from a cluster must follow its hello, and be of a kind it announced."""
         if isinstance(message, Hello):
             self._announced[cluster] = frozenset(message.kinds)
-            return message
+            self.admission.said_hello(cluster, message.labels)
+            labels = self.admission.labels(cluster, message.labels)
+            return message if labels == message.labels else replace(message, labels=labels)
         if not isinstance(message, WatchEvents | SnapshotChunk | Digest):
             return message
         kinds = self._announced.get(cluster)
@@ -356,6 +365,10 @@ class Ingest:
             claimed = parts[3] if len(parts) > 3 else ""
             self.reject("topic", topic, str(exc), cluster=claimed, payload=payload)
             return
+        if not self.admission.admits(cluster):
+            detail = f"cluster {cluster} is not registered (or was removed)"
+            self.reject("unregistered", topic, detail, cluster=cluster, payload=payload)
+            return
         if not self.quota.admit(cluster, len(payload)):
             self.stats.rejected["over_quota"] += 1
             return
@@ -382,6 +395,63 @@ class Ingest:
         self._ready.set()
         await done
 
+    def forget(self, cluster: str) -> int:
+        """A cluster was removed: refuse (and acknowledge) its queued messages, drop what
+        ingest keeps about it; return how many were refused. Its messages in the batch being
+        committed are committed: the removal's own work runs after it (`exclusive`)."""
+        queue = self._queues.pop(cluster, deque())
+        if cluster in self._turns:
+            self._turns.remove(cluster)
+        for pending in queue:
+            self._queued -= 1
+            self._queued_bytes -= pending.size
+            self.reject(
+                "unregistered",
+                pending.topic,
+                f"cluster {cluster} was removed while this message waited",
+                cluster=cluster,
+                type_=pending.type,
+                size=pending.size,
+            )
+            if not pending.done.done():
+                pending.done.set_result(None)
+        self._reflectors.pop(cluster, None)
+        self._heartbeat_s.pop(cluster, None)
+        self._instances.pop(cluster, None)
+        self._announced.pop(cluster, None)
+        self._relist_wanted.pop(cluster, None)
+        self._maybe_resume()
+        return len(queue)
+
+    async def exclusive(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Run `job` in the ingest loop between two batches (no batch is being written
+        meanwhile), and return when it has run; its exception is raised here."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._jobs.append((job, done))
+        self._ready.set()
+        await done
+
+    async def _run_jobs(self) -> None:
+        while self._jobs:
+            job, done = self._jobs.popleft()
+            try:
+                await job()
+            except Exception as exc:
+                if not done.done():
+                    done.set_exception(exc)
+            else:
+                if not done.done():
+                    done.set_result(None)
+
+    def _maybe_resume(self) -> None:
+        if (
+            self.paused
+            and self._queued < self._max_queued[0] // 2
+            and self._queued_bytes < self._max_queued[1] // 2
+        ):
+            self.paused = False
+            self.backpressure(False)
+
     def _take_batch(self) -> list[_Pending]:
         """Round-robin: one message from each waiting cluster in turn, until the batch has
         `batch_max_events` events (and at least one message)."""
@@ -399,13 +469,7 @@ class Ingest:
                 del self._queues[cluster]
         self._queued -= len(batch)
         self._queued_bytes -= sum(p.size for p in batch)
-        if (
-            self.paused
-            and self._queued < self._max_queued[0] // 2
-            and self._queued_bytes < self._max_queued[1] // 2
-        ):
-            self.paused = False
-            self.backpressure(False)
+        self._maybe_resume()
         if not self._turns:
             self._ready.clear()  # refusals set it again; the loop also wakes every second
         return batch
@@ -464,6 +528,7 @@ class Ingest:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), 1.0)
+            await self._run_jobs()
             batch = self._take_batch()
             relist: dict[str, set[KindKey | None]] = {}
             for pending in batch:

@@ -14,7 +14,16 @@ from sqlalchemy.exc import DBAPIError
 from app import __version__
 from app.config import HubSettings
 from app.hub.service import HubService
-from app.web import api, metrics, pages, sse, workload_pages, workloads
+from app.web import (
+    api,
+    cluster_admin,
+    enrolment,
+    metrics,
+    pages,
+    sse,
+    workload_pages,
+    workloads,
+)
 from app.web.live import FleetPulse, RenderCache, Signal
 from app.web.resilience import unavailable
 
@@ -45,6 +54,8 @@ def create_app(settings: HubSettings) -> FastAPI:
     )
     app.add_exception_handler(DBAPIError, unavailable)
     app.include_router(api.router)
+    app.include_router(enrolment.router)  # authenticated by join token / client certificate
+    app.include_router(cluster_admin.router)  # admin only
     app.include_router(sse.router)
     app.include_router(metrics.router)
     app.include_router(workloads.router)

@@ -21,6 +21,7 @@ from app.pki.authority import Authority, cert_pem, key_pem, new_key, utcnow
 from app.pki.layout import PkiDir, init_pki, write_atomic
 from app.transport.mqtt import parse_broker_url
 from app.transport.tls import client_context
+from tests.harness import LiveHub, live_hub
 
 SOURCE = "transport-informer"
 HUB = f"hub.{SOURCE}"
@@ -152,3 +153,32 @@ async def peer(
         if not found.disconnected.is_set():
             with contextlib.suppress(ssl.SSLError):  # the broker may write after close_notify
                 await asyncio.wait_for(client.disconnect(), 5)
+
+
+@asynccontextmanager
+async def pki_hub(
+    broker: Mosquitto,
+    pki: Pki,
+    database_url: str,
+    record: list[tuple[str, bytes]] | None = None,
+    **settings: Any,
+) -> AsyncIterator[LiveHub]:
+    """A live hub with the PKI: mTLS to `broker`, HTTPS, registrations enforced."""
+    async with live_hub(
+        record,
+        broker_url=broker.url,
+        database_url=database_url,
+        pki_dir=str(pki.dir.root),
+        broker_pid_file=str(broker.pid_file),
+        registry_refresh_s=0.2,
+        **settings,
+    ) as hub:
+        yield hub
+
+
+async def register(hub: LiveHub, name: str, **body: Any) -> dict[str, Any]:
+    """POST /clusters: the admin's registration; its answer (token, command)."""
+    response = await hub.http.post("/clusters", json={"name": name, **body})
+    assert response.status_code == 201, response.text
+    answer: dict[str, Any] = response.json()
+    return answer

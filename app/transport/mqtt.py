@@ -123,6 +123,9 @@ class _BackoffClient(Client):  # type: ignore[misc]
     backoff_base_s = 0.2
     backoff_cap_s = 15.0
     attempt = 0
+    stopping: asyncio.Event | None = None
+    """Set by the link when it closes: a reconnect waiting out its backoff returns at once
+    (rather than being cancelled later, which gmqtt reports as an error)."""
 
     async def reconnect(self, delay: bool = False) -> None:
         if not self._is_active:  # closed on purpose: no reconnect, no sleep to cancel
@@ -130,7 +133,13 @@ class _BackoffClient(Client):  # type: ignore[misc]
         if delay:
             attempt = max(self._connection_state.failed_connections, self.attempt)
             self.attempt += 1
-            await asyncio.sleep(backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s))
+            if self.stopping is None:
+                self.stopping = asyncio.Event()
+            pause = backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), pause)
+            if self.stopping.is_set() or not self._is_active:
+                return
         await super().reconnect(delay=False)
 
 
@@ -290,6 +299,9 @@ class MqttLink:
         if self._state.closed:
             return
         self._state.closed = True
+        if self._client.stopping is None:
+            self._client.stopping = asyncio.Event()
+        self._client.stopping.set()
         if self._keeper is not None:
             self._keeper.cancel()
             await asyncio.gather(self._keeper, return_exceptions=True)
@@ -366,9 +378,17 @@ class MqttLink:
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._window.wait_empty(), drain_s)
-            if self._state.connected.is_set():
-                self._state.connected.clear()
-                await self._client.reconnect()
+            # gmqtt's own reconnect() races its connection-lost handler, which schedules a
+            # second reconnect: two connections with one client id then take each other's
+            # session over in a loop. A disconnect (which stops its reconnects) and a new
+            # connect loop do not.
+            self._state.connected.clear()
+            with contextlib.suppress(Exception):  # closing anyway; the session stays
+                await asyncio.wait_for(self._client.disconnect(), 5)
+            if self._connector is not None and not self._connector.done():
+                self._connector.cancel()
+                await asyncio.gather(self._connector, return_exceptions=True)
+            self._connector = asyncio.ensure_future(self._connect_forever())
         finally:
             self._renewing = False
             self._open.set()

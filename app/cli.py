@@ -275,7 +275,7 @@ def run_clusters_add(args: argparse.Namespace) -> None:
     import time
     from pathlib import Path
 
-    from app.hub.cluster_admin import add_cluster
+    from app.hub.cluster_admin import add_cluster, agent_command
     from app.hub.hub_pki import HubPki
     from app.pki.layout import write_atomic
     from app.store import registrations as store
@@ -324,13 +324,22 @@ def run_clusters_add(args: argparse.Namespace) -> None:
     except store.NotRegistered:
         sys.exit(f"clusters add: {args.name} is not registered (drop --new-token)")
     expires = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ticket.expires_at))
+    command = ticket.command
     if args.token_file:
         write_atomic(Path(args.token_file), ticket.token.encode() + b"\n", 0o600)
-    print(f"registered cluster {ticket.cluster}" + (f" ({args.labels})" if labels else ""))
+        command = agent_command(
+            ticket.cluster,
+            hub_url.rstrip("/"),
+            "",
+            args.agent_state_dir,
+            token_file=args.token_file,
+        )
+    what = "new join token for" if args.new_token else "registered cluster"
+    print(f"{what} {ticket.cluster}" + (f" ({args.labels})" if labels else ""))
     print(f"join token (works once, until {expires}; only its hash is kept):")
     print(f"  {ticket.token}" if not args.token_file else f"  written to {args.token_file}")
     print("run this in the cluster:")
-    print(f"  {ticket.command}")
+    print(f"  {command}")
 
 
 def run_clusters_list(args: argparse.Namespace) -> None:

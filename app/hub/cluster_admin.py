@@ -40,7 +40,9 @@ def agent_command(
     token: str,
     state_dir: str = DEFAULT_STATE_DIR,
     source_kind: str = "kubernetes",
+    token_file: str | None = None,
 ) -> str:
+    """With `token_file`, the command reads the token from it (kept out of `ps`)."""
     args = [
         "transport-informer",
         "agent",
@@ -48,8 +50,7 @@ def agent_command(
         cluster,
         "--join",
         hub_url,
-        "--token",
-        token,
+        *(("--token-file", token_file) if token_file else ("--token", token)),
         "--state-dir",
         state_dir,
         "--source-kind",

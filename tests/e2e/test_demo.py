@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -70,9 +71,9 @@ def wait_for(predicate: Callable[[], bool], within: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def three_clusters_online(port: int) -> bool:
+def three_clusters_online(url: str, verify: ssl.SSLContext | bool) -> bool:
     try:
-        items = httpx.get(f"http://127.0.0.1:{port}/clusters", timeout=2).json()["items"]
+        items = httpx.get(url, timeout=2, verify=verify).json()["items"]
     except (httpx.HTTPError, KeyError, ValueError):
         return False
     return len(items) == 3 and all(c.get("online") for c in items)
@@ -91,13 +92,18 @@ def sigterm(demo: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("interrupt", [ctrl_c, terminal_closed, sigterm])
+@pytest.mark.parametrize(
+    ("interrupt", "secure"),
+    [(ctrl_c, True), (terminal_closed, True), (sigterm, True), (ctrl_c, False)],
+    ids=["ctrl_c", "terminal_closed", "sigterm", "ctrl_c-insecure"],
+)
 def test_an_interrupted_demo_stops_agents_then_hub_then_broker_and_leaves_nothing(
-    tmp_path: Path, interrupt: Callable[[subprocess.Popen[bytes]], None]
+    tmp_path: Path, interrupt: Callable[[subprocess.Popen[bytes]], None], secure: bool
 ) -> None:
     port = free_port()
     demo = subprocess.Popen(
-        [sys.executable, "-m", "app", "demo", "--port", str(port)],
+        [sys.executable, "-m", "app", "demo", "--port", str(port)]
+        + ([] if secure else ["--insecure"]),
         cwd=tmp_path,  # the demo writes ./data
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -108,10 +114,26 @@ def test_an_interrupted_demo_stops_agents_then_hub_then_broker_and_leaves_nothin
     output = Lines(demo.stdout)
     children: dict[int, bytes] = {}
     try:
-        url = f"http://127.0.0.1:{port}/clusters"
+        scheme = "https" if secure else "http"
+        url = f"{scheme}://127.0.0.1:{port}/clusters"
         wait_for(lambda: any(url in line for line in output.lines), 120, "the dashboard URL")
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
-        wait_for(lambda: three_clusters_online(port), 60, "three agents online")
+        verify: ssl.SSLContext | bool = True
+        if secure:
+            # the secure demo says where its PKI and broker are, and trusts only its own CA
+            pki = tmp_path / "data" / "pki"
+            assert any("PKI: data/pki/" in line for line in output.lines), output.lines
+            assert any("broker: mqtts://127.0.0.1:" in line for line in output.lines)
+            verify = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        else:
+            warnings = [line for line in output.lines if "insecure mode" in line]
+            assert len(warnings) == 1, output.lines
+        health = httpx.get(f"{scheme}://127.0.0.1:{port}/healthz", timeout=5, verify=verify)
+        assert health.status_code == 200
+        wait_for(lambda: three_clusters_online(url, verify), 60, "three agents online")
+        if secure:  # each joined with its token, and keeps its key and certificate here
+            agents = tmp_path / "data" / "agents"
+            assert sorted(p.name for p in agents.iterdir()) == ["dev-1", "prod-1", "prod-2"]
+            assert all((agents / name / "identity.pem").exists() for name in ("dev-1", "prod-1"))
         children = children_of(demo.pid)
         assert len(children) == 5, children  # mosquitto, the hub, three agents
         before_ctrl_c = len(output.lines)
@@ -132,6 +154,9 @@ def test_an_interrupted_demo_stops_agents_then_hub_then_broker_and_leaves_nothin
         assert not [line for line in after if any(n in line for n in noise)], "\n".join(after)
         assert not [pid for pid, cmd in children.items() if running(pid, cmd)]
     finally:
+        # children hold the demo's stdout: left running, they would keep the reader (and
+        # the close below) waiting forever
+        children = children or children_of(demo.pid)
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()

@@ -193,3 +193,25 @@ async def test_every_input_has_a_limit_and_a_clear_refusal(
             response = await hub.http.request(method, path, json=body)
             assert response.status_code == status, (path, body and list(body), response.text)
             assert re.search(says, response.json()["detail"], re.I), response.text
+
+
+async def test_the_add_cluster_dialog_registers_and_shows_the_command_once(
+    secure_broker: Mosquitto, pki: Pki, tmp_path: Path
+) -> None:
+    async with pki_hub(secure_broker, pki, f"sqlite:///{tmp_path}/hub.db") as hub:
+        page = await hub.http.get("/")
+        assert 'data-open="add-cluster"' in page.text and 'hx-post="/ui/registrations"' in page.text
+        form = {"name": "prod-3", "labels": "env=prod,region=us"}
+        made = await hub.http.post("/ui/registrations", data=form)
+        assert made.status_code == 201, made.text
+        assert f"transport-informer agent --cluster prod-3 --join {hub.url} --token " in made.text
+        listed = (await hub.get("/registrations"))["items"]
+        assert [(r["name"], r["labels"], r["token"]) for r in listed] == [
+            ("prod-3", {"env": "prod", "region": "us"}, "pending")
+        ]
+        again = await hub.http.post("/ui/registrations", data=form)
+        assert again.status_code == 409 and "registered already" in again.text
+        bad = await hub.http.post("/ui/registrations", data={"name": "p", "labels": "oops"})
+        assert bad.status_code == 400 and "k=v" in bad.text
+        long = await hub.http.post("/ui/registrations", data={"name": "p" * 64})
+        assert long.status_code == 422

@@ -170,8 +170,7 @@ async def pki_hub(
         database_url=database_url,
         pki_dir=str(pki.dir.root),
         broker_pid_file=str(broker.pid_file),
-        registry_refresh_s=0.2,
-        **settings,
+        **{"registry_refresh_s": 0.2, **settings},
     ) as hub:
         yield hub
 

@@ -25,21 +25,7 @@ def _flags(parser: argparse.ArgumentParser, *names: tuple[str, str, type, str]) 
 
 
 def _settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    skip = {
-        "command",
-        "db_command",
-        "pki_command",
-        "clusters_command",
-        "func",
-        "name",
-        "labels_arg",
-        "token_ttl",
-        "new_token",
-        "exist_ok",
-        "token_file",
-        "agent_state_dir",
-        "keep_inventory",
-    }
+    skip = {"command", "db_command", "pki_command", "clusters_command", "func"}
     return {k: v for k, v in vars(args).items() if v is not None and k not in skip}
 
 

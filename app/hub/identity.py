@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import HubSettings
 from app.hub.cluster_admin import remove_cluster
 from app.hub.enrolment import Enrolment
+from app.hub.feed import ChangeFeed
 from app.hub.hub_pki import HubPki
 from app.hub.ingest import Ingest
 from app.hub.registrations import Registrations
@@ -49,12 +50,14 @@ class ClusterIdentity:
         *,
         engine: AsyncEngine,
         writer: InventoryWriter,
+        feed: ChangeFeed,
         pki: HubPki | None,
     ) -> None:
         self.settings = settings
         self.pki = pki
         self._engine = engine
         self._writer = writer
+        self._feed = feed
         self.registrations = Registrations(
             engine,
             accept_any=settings.accept_any_cluster or pki is None,
@@ -80,7 +83,9 @@ class ClusterIdentity:
                 ca_file=pki.ca_file,
             )
         self._ingest: Ingest | None = None
-        self._removing: set[int] = set()
+        self._carrying_out = asyncio.Lock()
+        """One pass over the pending removals at a time; a caller that waited for it finds
+        its removal done."""
         self.removed_at: dict[str, float] = {}
         """When each removal was finished here (monotonic), for tests and logs."""
 
@@ -134,14 +139,9 @@ class ClusterIdentity:
             await asyncio.sleep(self.settings.registry_refresh_s)
 
     async def _carry_out(self) -> None:
-        for removal in await store.pending_removals(self._engine):
-            if removal.id in self._removing:
-                continue
-            self._removing.add(removal.id)
-            try:
+        async with self._carrying_out:
+            for removal in await store.pending_removals(self._engine):
                 await self._carry_out_one(removal)
-            finally:
-                self._removing.discard(removal.id)
 
     async def _carry_out_one(self, removal: store.Removal) -> None:
         name = removal.cluster
@@ -181,7 +181,8 @@ class ClusterIdentity:
                 Sweep(name, kind, frozenset(), 0, replace=True)
                 for kind in await store.inventory_kinds(self._engine, name)
             ]
-        await self._writer.apply(deltas)
+        applied = await self._writer.apply(deltas)
+        self._feed.publish([*applied.changes, *applied.clusters])
         if not keep:
             await store.forget_cluster(self._engine, name, self._writer.lock)
 

@@ -73,7 +73,7 @@ class HubService:
         self.writer = InventoryWriter(self.write_engine)
         self.pki = HubPki.from_settings(settings)
         self.identity = ClusterIdentity(
-            settings, engine=self.engine, writer=self.writer, pki=self.pki
+            settings, engine=self.engine, writer=self.writer, feed=self.feed, pki=self.pki
         )
         quota = ClusterQuota(
             QuotaSettings(

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from app.agent.sources.sim import SimulatedCluster
 from app.broker import Mosquitto
 from app.transport import probe
 from tests.conftest import wait_until
-from tests.harness import KINDS, LiveHub, in_sync
+from tests.harness import KINDS, LiveHub, SseReader, in_sync
 from tests.identity.conftest import Pki, pki_hub, register
 
 pytestmark = pytest.mark.timeout(90)
@@ -55,7 +55,17 @@ async def test_removal_refuses_messages_in_flight_deletes_inventory_and_disconne
     secure_broker: Mosquitto, pki: Pki, tmp_path: Path
 ) -> None:
     async with pki_hub(secure_broker, pki, f"sqlite:///{tmp_path}/hub.db") as hub:
-        async with joined_agent(hub, tmp_path) as (agent, sim, identity):
+        async with joined_agent(hub, tmp_path) as (agent, sim, identity), AsyncExitStack() as s:
+            objects = len(await hub.names("prod-1"))
+            page = await hub.get("/clusters/prod-1/resources", limit=1)
+            stream = await s.enter_async_context(
+                hub.http.stream(
+                    "GET",
+                    "/stream",
+                    params={"cluster": "prod-1", "resourceVersion": page["resourceVersion"]},
+                )
+            )
+            watcher = SseReader(stream)  # live from here on
             hub.hub.link.pause_reading()  # what the agent sends now waits at the broker
             sent = agent.sent_messages
             for _ in range(5):
@@ -71,6 +81,8 @@ async def test_removal_refuses_messages_in_flight_deletes_inventory_and_disconne
             disconnected = time.monotonic() - started
             assert response.status_code == 200, response.text
             assert response.json()["revokedAtBroker"] is True
+            seen = await asyncio.wait_for(watcher.next(objects), 10)
+            assert [e["event"] for e in seen] == ["DELETED"] * objects
 
             hub.hub.link.resume_reading()
             rejected = hub.hub.ingest.stats.rejected

@@ -139,6 +139,8 @@ async def _agent_main(settings: AgentSettings) -> None:
     broker_url = settings.broker_url or (
         identity.broker_url if identity is not None else "mqtt://127.0.0.1:1883"
     )
+    if identity is not None and not broker_url.startswith("mqtts://"):
+        sys.exit(f"agent: with a certificate the broker URL must be mqtts://, not {broker_url}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -18,8 +18,9 @@ mosquitto-installed:
 	  ( command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && apt-get install -y -qq mosquitto) ) || \
 	  ( echo "mosquitto is missing: install it (Debian/Ubuntu: apt-get install mosquitto; macOS: brew install mosquitto)"; exit 1 )
 
+# DEMO_ARGS passes options, e.g. DEMO_ARGS=--insecure (the plain mode, no certificates).
 demo: $(STAMP) mosquitto-installed
-	$(BIN)/transport-informer demo
+	$(BIN)/transport-informer demo $(DEMO_ARGS)
 
 test: $(STAMP) mosquitto-installed
 	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)

@@ -1,15 +1,25 @@
-"""A private mosquitto broker as a child process, for the demo, the tests and the benchmark."""
+"""A private mosquitto broker as a child process, for the demo, the tests and the benchmark.
+
+Two shapes: plain (anonymous MQTT on loopback, for benchmarks and most tests), or secure:
+the shipped `deploy/mosquitto.conf` itself, with only its port and file locations rewritten
+(`secure_config`), so what the demo and the tests run is what compose ships.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+SHIPPED_CONFIG = DEPLOY / "mosquitto.conf"
+SHIPPED_ACL = DEPLOY / "mosquitto-acl"
 
 
 def free_port() -> int:
@@ -39,10 +49,20 @@ class Mosquitto:
     """
 
     def __init__(
-        self, port: int | None = None, data_dir: Path | None = None, *, own_session: bool = False
+        self,
+        port: int | None = None,
+        data_dir: Path | None = None,
+        *,
+        own_session: bool = False,
+        pki_dir: Path | None = None,
+        acl_file: Path | None = SHIPPED_ACL,
     ) -> None:
+        """With `pki_dir` (made by `pki init`), the shipped secure configuration; `acl_file`
+        None leaves the ACL out (tests of the hub's own defences)."""
         self.port = port or free_port()
         self.own_session = own_session
+        self.pki_dir = pki_dir
+        self.acl_file = acl_file
         self._own_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="ti-mosquitto-"))
         self.process: subprocess.Popen[bytes] | None = None
@@ -53,11 +73,46 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        scheme = "mqtts" if self.pki_dir else "mqtt"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "mosquitto.pid"
+
+    def secure_config(self) -> list[str]:
+        """deploy/mosquitto.conf, every line kept but the listener (a free port on loopback)
+        and the file locations (this PKI, this data directory, the shipped ACL)."""
+        assert self.pki_dir is not None
+        lines: list[str] = []
+        for line in SHIPPED_CONFIG.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "listener":
+                line = f"listener {self.port} 127.0.0.1"
+            elif key in ("cafile", "certfile", "keyfile", "crlfile"):
+                line = f"{key} {self.pki_dir / Path(value).name}"
+            elif key == "acl_file":
+                if self.acl_file is None:
+                    continue
+                line = f"acl_file {self.acl_file}"
+            elif key == "pid_file":
+                line = f"pid_file {self.pid_file}"
+            elif key == "persistence_location":
+                line = f"persistence_location {self.data_dir}/"
+            elif key == "log_dest":
+                line = "log_dest stderr"
+            lines.append(line)
+        return lines
 
     def _config(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         path = self.data_dir / "mosquitto.conf"
+        if self.pki_dir is not None:
+            lines = self.secure_config()
+            if os.geteuid() == 0:
+                lines.append("user root")
+            path.write_text("\n".join(lines) + "\n")
+            return path
         lines = [
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
@@ -102,6 +157,11 @@ class Mosquitto:
             (self.process.kill if kill else self.process.terminate)()
             self.process.wait(10)
         self.process = None
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto re-reads its ACL, certificates and CRL."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGHUP)
 
     def restart(self) -> None:
         self.stop()

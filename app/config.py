@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
 from pydantic import Field, SecretStr
@@ -98,9 +99,45 @@ class HubSettings(CommonSettings):
     """Open event streams (API and dashboard) the hub serves at once; more get 429."""
     sse_max_streams_per_principal: int = 50
     """Open event streams of one token, session user or proxy user."""
+    # -- cluster identity (docs/security.md) ---------------------------------------------
+    pki_dir: str | None = None
+    """A directory made by `transport-informer pki init`. With it (or `cert_file`) the hub
+    connects to the broker with mTLS, serves HTTPS, signs cluster certificates and refuses
+    clusters that are not registered. Without either: insecure mode (plain MQTT and HTTP,
+    any cluster accepted), for development and benchmarks only."""
+    ca_file: str | None = None
+    """Trust anchors (PEM) for the broker's and the agents' certificates; handed to agents
+    at join. Default `<pki_dir>/ca.crt`."""
+    cert_file: str | None = None
+    """The hub's certificate (client for MQTT, server for HTTPS). Default `<pki_dir>/hub.crt`."""
+    key_file: str | None = None
+    signer_cert_file: str | None = None
+    """The CA (or an intermediate) that signs cluster certificates and the CRL. Default
+    `<pki_dir>/ca.crt`."""
+    signer_key_file: str | None = None
+    crl_file: str | None = None
+    """Where the hub writes the CRL the broker reads (`crlfile`). Default `<pki_dir>/crl.pem`."""
+    broker_pid_file: str | None = None
+    """The broker's pid file: the hub sends SIGHUP after writing the CRL, so mosquitto
+    reloads it. Unset: revocation waits for someone to reload the broker (logged)."""
+    public_url: str | None = None
+    """The hub's URL as agents reach it (`--join`), printed in join commands. Default: the
+    URL the dashboard was reached at, or https://<host>:<port>."""
+    agent_broker_url: str | None = None
+    """The broker URL handed to agents at join. Default `broker_url`."""
+    accept_any_cluster: bool = False
+    """Register a cluster on its first hello (development, benchmarks). Implied without PKI."""
+    cert_lifetime_s: float = 30 * 24 * 3600.0
+    """Lifetime of the cluster certificates the hub signs; agents renew at 2/3 of it."""
+    join_token_ttl_s: float = 3600.0
+    registry_refresh_s: float = 2.0
+    """How often the hub looks for removals, and at most how often an unknown cluster makes
+    it re-read the registrations (`clusters add` and `remove` may come from the CLI)."""
 
 
 class AgentSettings(CommonSettings):
+    broker_url: str | None = None  # type: ignore[assignment]
+    """Unset: the broker the hub named at join (state dir), else mqtt://127.0.0.1:1883."""
     cluster: str = "dev-1"
     labels: str = ""
     """`k=v,k2=v2`."""
@@ -122,6 +159,13 @@ class AgentSettings(CommonSettings):
     send_bytes_per_s: float = 3 * 1024 * 1024
     """The agent paces itself below the hub's default per-cluster quota (1000 messages/s,
     4 MiB/s), so it is never cut off for its own traffic."""
+    join_url: str | None = None
+    """The hub's URL (`--join https://HUB`): with a token, the agent joins; see `state_dir`."""
+    join_token: str | None = None
+    join_token_file: str | None = None
+    state_dir: str | None = None
+    """Where the agent keeps its key, certificate, CA bundle and broker URL. With an
+    identity in it the agent connects with mTLS and needs no token again."""
     debug_truth_port: int | None = None
     """Sim source only, a debugging aid: serve the simulated cluster's state (every object's
     uid and resourceVersion) as JSON at `GET /truth` on 127.0.0.1:<port>. Off when unset."""
@@ -137,4 +181,25 @@ def parse_labels(text: str) -> dict[str, str]:
         if not sep or not key:
             raise ValueError(f"labels must look like k=v,k2=v2, got {part!r}")
         labels[key.strip()] = value.strip()
+    return labels
+
+
+MAX_LABELS = 64
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    """`labels` if they are Kubernetes-style labels (at most 64; keys `[prefix/]name`,
+    values up to 63 characters), else ValueError saying which is not."""
+    if len(labels) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} labels, got {len(labels)}")
+    for key, value in labels.items():
+        if len(key) > 317 or not _LABEL_KEY.match(key):
+            raise ValueError(f"label key {key[:80]!r} is not a valid Kubernetes label key")
+        if not _LABEL_VALUE.match(value):
+            raise ValueError(f"label value {value[:80]!r} (of {key!r}) is not a valid label value")
     return labels

@@ -9,6 +9,12 @@ still running `STOP_TIMEOUT_S` after its SIGTERM.
 Every way out of `run` goes through that: Ctrl-C, SIGTERM, SIGHUP (the terminal closed:
 the children, in their own sessions, no longer get its SIGHUP), a part exiting by itself,
 an error while starting. Only a SIGKILL of the demo itself leaves its children running.
+
+By default the demo is the secure setup (docs/security.md): a PKI in `data/pki`, mosquitto
+with the shipped TLS configuration and ACLs, the hub on HTTPS, and each cluster registered
+and joined with a one-time token, its key and certificate in `data/agents/<name>`. A
+restarted demo reuses them; a cluster whose identity is missing, expired or no longer
+registered is given a new token. `--insecure` is the old plain mode.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -106,13 +114,19 @@ def _spawn(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "app", *args], env=env, start_new_session=True)
 
 
-def _wait_http(url: str, timeout_s: float, hub: subprocess.Popen[bytes], stop: StopRequest) -> None:
+def _wait_http(
+    url: str,
+    timeout_s: float,
+    hub: subprocess.Popen[bytes],
+    stop: StopRequest,
+    context: ssl.SSLContext | None = None,
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not stop.requested:
         if hub.poll() is not None:
             _fail("the hub exited during start-up; see its log above")
         try:
-            with urllib.request.urlopen(url, timeout=1):
+            with urllib.request.urlopen(url, timeout=1, context=context):
                 return
         except OSError:
             time.sleep(0.2)
@@ -151,28 +165,70 @@ async def _demo_access(database_url: str) -> tuple[str, str]:
     return token, ticket
 
 
-def _banner(port: int, broker_url: str, database_url: str, token: str, ticket: str) -> None:
-    base = f"http://127.0.0.1:{port}"
+def _banner(
+    port: int, broker: Mosquitto, database_url: str, pki: Path | None, token: str, ticket: str
+) -> None:
+    scheme, curl = ("https", f"curl --cacert {pki}/ca.crt") if pki else ("http", "curl")
+    base = f"{scheme}://127.0.0.1:{port}"
     minutes = SIGN_IN_LINK_TTL_S // 60
     print(f"\n  Transport Informer is running. Sign in (a one-time link, {minutes} min):")
     print(f"    {base}/login?token={ticket}")
     print("  The demo's admin API token (this demo's database only):")
     print(f"    export TI_TOKEN={token}")
-    print(f'    curl -H "Authorization: Bearer $TI_TOKEN" {base}/clusters')
+    print(f'    {curl} -H "Authorization: Bearer $TI_TOKEN" {base}/clusters')
     print(f"  API docs: {base}/docs   another sign-in link: transport-informer tokens link demo")
-    print(f"  broker: {broker_url}   database: {database_url}   Ctrl-C stops it all\n", flush=True)
+    print(f"  broker: {broker.url}   database: {database_url}")
+    if pki:
+        print(f"  PKI: {pki}/ (the CA your browser will not know: ca.crt)   agents: {AGENTS}/")
+        print(
+            f"  try the ACLs: mosquitto_sub -h 127.0.0.1 -p {broker.port} --cafile {pki}/ca.crt "
+            f"--cert {pki}/visitor.pem --key {pki}/visitor.pem -t '#' -v   (a certificate of "
+            "the CA that is no cluster's: it reads nothing)"
+        )
+    print("  Ctrl-C stops it all\n", flush=True)
 
 
-def run(port: int = 8000, database_url: str = "sqlite:///./data/hub.db") -> None:
+AGENTS = Path("data/agents")
+
+
+def _joins(database_url: str, pki_dir: Path, hub_url: str) -> dict[str, Path | None]:
+    """Register the demo clusters (once) and say, per cluster, the token file it joins with,
+    or None when its state dir holds a usable identity."""
+    from app.demo_clusters import prepare_clusters
+
+    return asyncio.run(prepare_clusters(database_url, pki_dir, hub_url, CLUSTERS, AGENTS))
+
+
+def run(
+    port: int = 8000, database_url: str = "sqlite:///./data/hub.db", secure: bool = True
+) -> None:
     data = Path("data")
     data.mkdir(exist_ok=True)
     stop = StopRequest()
     stop.install()
-    broker = Mosquitto(port=free_port(), data_dir=data / "mosquitto", own_session=True)
+    pki: Path | None = None
+    joins: dict[str, Path | None] = {}
+    context: ssl.SSLContext | None = None
+    if secure:
+        from app.pki.layout import init_pki
+
+        pki = data / "pki"
+        if not (pki / "ca.crt").exists():
+            shutil.rmtree(pki, ignore_errors=True)
+            init_pki(pki, source="transport-informer")
+        joins = _joins(database_url, pki, f"https://127.0.0.1:{port}")
+        from app.demo_clusters import visitor_identity
+
+        visitor_identity(pki)
+        context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    else:
+        _say("insecure mode: plain MQTT and HTTP, and any client can act as any cluster")
+    broker = Mosquitto(port=free_port(), data_dir=data / "mosquitto", own_session=True, pki_dir=pki)
     hub: Part | None = None
     agents: list[Part] = []
     try:
         broker.start()
+        secure_hub = ["--pki-dir", str(pki), "--broker-pid-file", str(broker.pid_file)]
         hub = Part(
             "hub",
             _spawn(
@@ -185,16 +241,26 @@ def run(port: int = 8000, database_url: str = "sqlite:///./data/hub.db") -> None
                 str(port),
                 "--replica-id",
                 "hub-0",
+                *(secure_hub if pki else []),
             ),
         )
-        _wait_http(f"http://127.0.0.1:{port}/healthz", 60, hub.process, stop)
+        scheme = "https" if pki else "http"
+        _wait_http(f"{scheme}://127.0.0.1:{port}/healthz", 60, hub.process, stop, context)
         for name, labels in CLUSTERS:
             if stop.requested:
                 break
+            identity: list[str] = []
+            if pki:
+                identity = ["--state-dir", str(AGENTS / name)]
+                token_file = joins.get(name)
+                if token_file is not None:
+                    identity += ["--join", f"https://127.0.0.1:{port}"]
+                    identity += ["--token-file", str(token_file)]
             agent = _spawn(
                 "agent",
                 "--broker",
                 broker.url,
+                *identity,
                 "--cluster",
                 name,
                 "--labels",
@@ -209,7 +275,7 @@ def run(port: int = 8000, database_url: str = "sqlite:///./data/hub.db") -> None
             agents.append(Part(f"agent {name}", agent))
         if not stop.requested:
             token, ticket = asyncio.run(_demo_access(database_url))
-            _banner(port, broker.url, database_url, token, ticket)
+            _banner(port, broker, database_url, pki, token, ticket)
         parts = [hub, *agents]
         while not stop.requested and all(p.process.poll() is None for p in parts):
             time.sleep(0.2)

@@ -154,4 +154,24 @@
     if (e.target === document.body) onPage();
   });
   setInterval(tickAges, 1000);
+  // The "Add cluster" dialog: open and close; show the hub's refusal too (htmx does not
+  // swap 4xx answers by itself). A removal form with data-done goes there once it worked.
+  document.addEventListener("click", function (e) {
+    var opener = e.target.closest("[data-open]");
+    if (opener) document.getElementById(opener.dataset.open).showModal();
+    var closer = e.target.closest("[data-close]");
+    if (closer) closer.closest("dialog").close();
+  });
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    if (e.detail.target && e.detail.target.id === "add-cluster-result") {
+      e.detail.shouldSwap = true;
+      e.detail.isError = false;
+    }
+  });
+  document.addEventListener("htmx:afterRequest", function (e) {
+    var form = e.detail.elt;
+    if (form && form.dataset && form.dataset.done && e.detail.successful) {
+      window.location.assign(form.dataset.done);
+    }
+  });
 })();

@@ -120,7 +120,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
             await conn.execute(
                 text(
                     "TRUNCATE resources, changes, clusters, workloads, deliveries, rejections, "
-                    "api_tokens, web_sessions, sign_in_tickets, audit_log"
+                    "api_tokens, web_sessions, sign_in_tickets, audit_log, "
+                    "cluster_registrations, cluster_certificates, cluster_removals"
                 )
             )
             await conn.execute(text("UPDATE revision_counter SET value = 0"))

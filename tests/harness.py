@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from app.agent.service import Agent
 from app.agent.sources.sim import SimulatedCluster
 from app.broker import free_port
 from app.config import HubSettings
+from app.hub.hub_pki import HubPki
 from app.hub.service import HubService
 from app.informer.objects import KindKey
 from app.transport import cloudevents, topics
@@ -25,6 +27,7 @@ from app.transport.messages import MessageType
 from app.transport.mqtt import LinkOptions, MqttLink
 from app.transport.topics import DEFAULT_SOURCE
 from app.web.app import create_app
+from app.web.tls import server_options
 
 KINDS = (KindKey("v1", "ConfigMap"), KindKey("v1", "Pod"))
 ADMIN_TOKEN = "test-bootstrap-admin-token-0123456789abcdef"
@@ -93,8 +96,36 @@ async def sim_names(sim: SimulatedCluster) -> dict[tuple[str, str], str]:
     return out
 
 
+class RequestRecorder:
+    """ASGI middleware keeping every request's path and body: what went over the wire."""
+
+    def __init__(self, app: Any, requests: list[tuple[str, bytes]]) -> None:
+        self.app = app
+        self.requests = requests
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body = bytearray()
+        entry = (scope["path"], body)
+
+        async def recording() -> Any:
+            message = await receive()
+            body.extend(message.get("body", b""))
+            return message
+
+        self.requests.append(entry)  # type: ignore[arg-type]
+        await self.app(scope, recording, send)
+
+
 @asynccontextmanager
-async def live_hub(**settings: Any) -> AsyncIterator[LiveHub]:
+async def live_hub(
+    record: list[tuple[str, bytes]] | None = None, **settings: Any
+) -> AsyncIterator[LiveHub]:
+    """A hub serving HTTP on a free port; HTTPS (and mTLS to the broker) when `pki_dir` is
+    given, as `transport-informer hub` does. With `record`, every request's path and body is
+    appended to it."""
     port = free_port()
     defaults: dict[str, Any] = {
         "maintenance_interval_s": 0.2,
@@ -102,7 +133,11 @@ async def live_hub(**settings: Any) -> AsyncIterator[LiveHub]:
         "http_port": port,
         "bootstrap_token": ADMIN_TOKEN,
     }
-    app = create_app(HubSettings(**{**defaults, **settings}))
+    hub_settings = HubSettings(**{**defaults, **settings})
+    pki = HubPki.from_settings(hub_settings)
+    app = create_app(hub_settings)
+    if record is not None:
+        app.add_middleware(RequestRecorder, requests=record)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -112,7 +147,12 @@ async def live_hub(**settings: Any) -> AsyncIterator[LiveHub]:
             lifespan="on",
             timeout_graceful_shutdown=1,
             proxy_headers=False,
+            **server_options(pki),
         )
+    )
+    scheme = "https" if pki else "http"
+    verify: ssl.SSLContext | bool = (
+        ssl.create_default_context(cafile=str(pki.ca_file)) if pki else True
     )
     task = asyncio.ensure_future(server.serve())
     try:
@@ -120,10 +160,9 @@ async def live_hub(**settings: Any) -> AsyncIterator[LiveHub]:
             if task.done():
                 task.result()
             await asyncio.sleep(0.02)
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", timeout=10, headers=AUTH
-        ) as http:
-            yield LiveHub(f"http://127.0.0.1:{port}", app.state.hub, http, app)
+        url = f"{scheme}://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=url, timeout=10, verify=verify, headers=AUTH) as http:
+            yield LiveHub(url, app.state.hub, http, app)
     finally:
         server.should_exit = True
         await task

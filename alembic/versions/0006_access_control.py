@@ -1,12 +1,10 @@
 """access control: API tokens, dashboard sessions, sign-in tickets, the audit log, hub
 keys, and each workload's cluster scope (issue 10)
 
-Numbered 0006 to follow the cluster-identity migration 0005 (issue 9). That branch was not
-merged when this was written, so on this branch it follows 0004: at the merge,
-`down_revision` becomes "0005" (nothing here depends on 0005's tables).
+Follows the cluster-identity migration 0005 (issue 9); nothing here depends on its tables.
 
 Revision ID: 0006
-Revises: 0004 (0005 once issue 9's migration is merged)
+Revises: 0005
 Create Date: 2026-11-28 04:00:00
 """
 
@@ -17,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -83,6 +84,7 @@ class Agent:
         max_inflight: int = 16,
         send_messages_per_s: float = 500.0,
         send_bytes_per_s: float = 3 * 1024 * 1024,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.cluster = topics.check_name(cluster)
         self.source = source
@@ -109,10 +111,13 @@ class Agent:
         self._relist_wake = asyncio.Event()
         self._topic = topics.agent_events(hub_source, cluster)
         will = Will(self._topic, self._message(MessageType.OFFLINE, {"reason": "connection lost"}))
+        # With a certificate the broker takes the client id from its CN, the cluster's name
+        # (use_username_as_clientid); saying the same here keeps logs honest.
         self.link = MqttLink(
             LinkOptions(
                 url=broker_url,
-                client_id=f"ti-agent-{cluster}",
+                client_id=cluster if tls is not None else f"ti-agent-{cluster}",
+                tls=tls,
                 subscriptions=(topics.source_events(hub_source, cluster),),
                 will=will,
                 max_inflight=max_inflight,

@@ -3,6 +3,8 @@
 `Admission.check` decodes the envelope and the payload (`app.transport`), then applies the
 rules that need the hub's memory of the cluster (protocol.md 3.4):
 
+- a registered cluster's labels are the admin's, not what its hello says
+  (`registrations.py`): a compromised agent cannot relabel itself into other workloads;
 - inventory (watch events, snapshots, digests) must follow a hello: before one it is
   refused (`no_hello`) and the cluster is asked for hello and a relist;
 - inventory must be of a kind the last hello announced: an event of another kind is refused
@@ -18,8 +20,10 @@ messages arrive, and loaded from the clusters table when the hub starts.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from app.hub.refusals import Refusals, kind_of
+from app.hub.registrations import RegistrationGate
 from app.hub.relists import EVERYTHING
 from app.informer.objects import KindKey
 from app.transport import cloudevents
@@ -35,14 +39,20 @@ from app.transport.messages import (
 
 
 class Admission:
-    def __init__(self, refusals: Refusals) -> None:
+    def __init__(self, refusals: Refusals, registrations: RegistrationGate) -> None:
         self._refusals = refusals
+        self._registrations = registrations
         self._announced: dict[str, frozenset[KindKey]] = {}
         self.relist_wanted: dict[str, set[KindKey | None]] = {}
         """Per cluster, kinds to relist after refusals (EVERYTHING: hello and all kinds)."""
 
     def announce(self, cluster: str, kinds: Iterable[KindKey]) -> None:
         self._announced[cluster] = frozenset(kinds)
+
+    def forget(self, cluster: str) -> None:
+        """The cluster was removed: what it announced and what it should relist go."""
+        self._announced.pop(cluster, None)
+        self.relist_wanted.pop(cluster, None)
 
     def check(self, cluster: str, topic: str, payload: bytes) -> AgentMessage | None:
         """The message to apply (perhaps less refused objects), or None if refused."""
@@ -70,7 +80,9 @@ class Admission:
     ) -> AgentMessage | None:
         if isinstance(message, Hello):
             self._announced[cluster] = frozenset(message.kinds)
-            return message
+            self._registrations.said_hello(cluster, message.labels)
+            labels = self._registrations.labels(cluster, message.labels)
+            return message if labels == message.labels else replace(message, labels=labels)
         if not isinstance(message, WatchEvents | SnapshotChunk | Digest):
             return message
         reject = self._refusals.reject

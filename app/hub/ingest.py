@@ -1,6 +1,8 @@
 """Ingest: MQTT messages from agents -> reflectors -> one SQL transaction per batch.
 
-- `handle` is gmqtt's message callback. It admits the message against its cluster's quota
+- `handle` is gmqtt's message callback. A message from a cluster that is not registered
+  (`registrations.py`) is refused before anything else, unparsed (`unregistered`). Otherwise
+  it admits the message against its cluster's quota
   (`quota.py`: over quota -> dropped before parsing), checks it (`admission.py`: topic,
   envelope, payload, each object; refusals counted, recorded and acknowledged by
   `refusals.py`) and queues it on its cluster's queue, then returns only after the batch
@@ -38,6 +40,7 @@ from app.hub.feed import ChangeFeed
 from app.hub.isolation import IngestHealth, Isolator
 from app.hub.quota import ClusterQuota, OverQuota
 from app.hub.refusals import Refusals
+from app.hub.registrations import AdmitAll, RegistrationGate
 from app.hub.registry import ClusterRegistry
 from app.hub.relists import EVERYTHING, RelistLimiter
 from app.informer.deltas import ClusterHello, ClusterOffline, ClusterSeen, Delta, Sweep, Upsert
@@ -132,6 +135,7 @@ class Ingest:
         dead_letters: DeadLetters | None = None,
         max_queued_messages: int = 20_000,
         max_queued_bytes: int = 256 * 1024 * 1024,
+        registrations: RegistrationGate | None = None,
     ) -> None:
         self._on_workload_messages = on_workload_messages
         self._source = source
@@ -163,7 +167,10 @@ class Ingest:
         self.stats = IngestStats()
         self.refusals = Refusals(self.dead_letters, self._ready.set)
         self.stats.rejected = self.refusals.counts
-        self.admission = Admission(self.refusals)
+        self.registrations: RegistrationGate = registrations or AdmitAll()
+        self.admission = Admission(self.refusals, self.registrations)
+        self._jobs: deque[tuple[Callable[[], Awaitable[None]], asyncio.Future[None]]] = deque()
+        """Work that must not overlap a batch (`exclusive`), run by the loop between two."""
         self.health = IngestHealth()
         self._isolator = Isolator(self.health)
 
@@ -200,6 +207,10 @@ class Ingest:
             claimed = parts[3] if len(parts) > 3 else ""
             self.refusals.reject("topic", topic, str(exc), cluster=claimed, payload=payload)
             return
+        if not self.registrations.admits(cluster):
+            detail = f"cluster {cluster} is not registered (or was removed)"
+            self.refusals.reject("unregistered", topic, detail, cluster=cluster, payload=payload)
+            return
         if not self.quota.admit(cluster, len(payload)):
             self.stats.rejected["over_quota"] += 1
             return
@@ -226,6 +237,62 @@ class Ingest:
         self._ready.set()
         await done
 
+    def forget(self, cluster: str) -> int:
+        """A cluster was removed: refuse (and acknowledge) its queued messages, drop what
+        ingest keeps about it; return how many were refused. Its messages in the batch being
+        committed are committed: the removal's own work runs after it (`exclusive`)."""
+        queue = self._queues.pop(cluster, deque())
+        if cluster in self._turns:
+            self._turns.remove(cluster)
+        for pending in queue:
+            self._queued -= 1
+            self._queued_bytes -= pending.size
+            self.refusals.reject(
+                "unregistered",
+                pending.topic,
+                f"cluster {cluster} was removed while this message waited",
+                cluster=cluster,
+                type_=pending.type,
+                size=pending.size,
+            )
+            if not pending.done.done():
+                pending.done.set_result(None)
+        self._reflectors.pop(cluster, None)
+        self._heartbeat_s.pop(cluster, None)
+        self._instances.pop(cluster, None)
+        self.admission.forget(cluster)
+        self._maybe_resume()
+        return len(queue)
+
+    async def exclusive(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Run `job` in the ingest loop between two batches (no batch is being written
+        meanwhile), and return when it has run; its exception is raised here."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._jobs.append((job, done))
+        self._ready.set()
+        await done
+
+    async def _run_jobs(self) -> None:
+        while self._jobs:
+            job, done = self._jobs.popleft()
+            try:
+                await job()
+            except Exception as exc:
+                if not done.done():
+                    done.set_exception(exc)
+            else:
+                if not done.done():
+                    done.set_result(None)
+
+    def _maybe_resume(self) -> None:
+        if (
+            self.paused
+            and self._queued < self._max_queued[0] // 2
+            and self._queued_bytes < self._max_queued[1] // 2
+        ):
+            self.paused = False
+            self.backpressure(False)
+
     def _take_batch(self) -> list[_Pending]:
         """Round-robin: one message from each waiting cluster in turn, until the batch has
         `batch_max_events` events (and at least one message)."""
@@ -243,13 +310,7 @@ class Ingest:
                 del self._queues[cluster]
         self._queued -= len(batch)
         self._queued_bytes -= sum(p.size for p in batch)
-        if (
-            self.paused
-            and self._queued < self._max_queued[0] // 2
-            and self._queued_bytes < self._max_queued[1] // 2
-        ):
-            self.paused = False
-            self.backpressure(False)
+        self._maybe_resume()
         if not self._turns:
             self._ready.clear()  # refusals set it again; the loop also wakes every second
         return batch
@@ -308,6 +369,7 @@ class Ingest:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), 1.0)
+            await self._run_jobs()
             batch = self._take_batch()
             relist: dict[str, set[KindKey | None]] = {}
             for pending in batch:

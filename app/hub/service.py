@@ -20,6 +20,8 @@ from sqlalchemy import text
 from app.config import HubSettings
 from app.hub import maintenance
 from app.hub.feed import ChangeFeed
+from app.hub.hub_pki import HubPki
+from app.hub.identity import ClusterIdentity
 from app.hub.ingest import Ingest
 from app.hub.quota import ClusterQuota, OverQuota, QuotaSettings
 from app.hub.registry import ClusterRegistry, InMemoryRegistry, RedisRegistry
@@ -69,6 +71,10 @@ class HubService:
             else InMemoryRegistry(settings.replica_id)
         )
         self.writer = InventoryWriter(self.write_engine)
+        self.pki = HubPki.from_settings(settings)
+        self.identity = ClusterIdentity(
+            settings, engine=self.engine, writer=self.writer, feed=self.feed, pki=self.pki
+        )
         quota = ClusterQuota(
             QuotaSettings(
                 messages_per_s=settings.quota_messages_per_s,
@@ -96,14 +102,18 @@ class HubService:
             quota=quota,
             max_queued_messages=settings.ingest_max_queued_messages,
             max_queued_bytes=settings.ingest_max_queued_bytes,
+            registrations=self.identity.registrations,
         )
+        # With PKI the broker takes the client id from the certificate's CN
+        # (use_username_as_clientid); saying the same here keeps logs honest.
         self.link = MqttLink(
             LinkOptions(
                 url=settings.broker_url,
-                client_id=f"ti-hub-{settings.replica_id}",
+                client_id=self.pki.name() if self.pki else f"ti-hub-{settings.replica_id}",
                 subscriptions=(topics.all_agent_events(settings.source, settings.share_group),),
                 manual_ack=True,
                 receive_maximum=settings.receive_maximum,
+                tls=self.pki.client_context() if self.pki else None,
             ),
             self.ingest.handle,
         )
@@ -116,7 +126,10 @@ class HubService:
         for cluster, kinds in (await queries.announced_kinds(self.engine)).items():
             self.ingest.announce(cluster, kinds)
         self.feed.labels.update(await queries.all_cluster_labels(self.engine))
+        self.identity.warn_if_open()
+        await self.identity.start(self.ingest)
         await self._stack.__aenter__()
+        self._stack.push_async_callback(self.identity.close)
         self._stack.push_async_callback(self.engine.dispose)
         self._stack.push_async_callback(self.write_engine.dispose)
         self._stack.push_async_callback(self.registry.close)
@@ -128,6 +141,7 @@ class HubService:
             tasks.create_task(self._upkeep()),
             tasks.create_task(self._checkpoints()),
             tasks.create_task(self.dispatcher.run()),
+            tasks.create_task(self.identity.run()),
         ]
         await self._stack.enter_async_context(self.link)
         return self

@@ -299,3 +299,60 @@ web_sessions = WebSession.__table__  # type: ignore[attr-defined]
 sign_in_tickets = SignInTicket.__table__  # type: ignore[attr-defined]
 audit_log = AuditEntry.__table__  # type: ignore[attr-defined]
 hub_keys = HubKey.__table__  # type: ignore[attr-defined]
+
+
+# -- cluster identity (issue 9, migration 0005) -------------------------------------------
+
+
+class ClusterRegistration(SQLModel, table=True):
+    """A cluster an admin registered (`transport-informer clusters add`): the hub accepts
+    its messages, and its agent may join once with the token whose hash is kept here.
+    Removing the cluster deletes the row and revokes its certificates."""
+
+    __tablename__ = "cluster_registrations"
+
+    name: str = Field(primary_key=True, max_length=63)
+    labels: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
+    """The cluster's labels as the admin gave them; they win over the agent's own."""
+    registered_at: float = 0.0
+    auto: bool = False
+    """Registered by its first hello (`--accept-any-cluster`, or a hub without PKI)."""
+    token_hash: str | None = Field(default=None, max_length=64)
+    """SHA-256 (hex) of the one-time join token; the token itself is never stored."""
+    token_expires_at: float = 0.0
+    token_used_at: float | None = None
+
+
+class ClusterCertificate(SQLModel, table=True):
+    """Every certificate the hub issued to a cluster, kept until it expires: a removed
+    cluster's are revoked (`revoked_at`) and listed in the CRL the broker reads."""
+
+    __tablename__ = "cluster_certificates"
+    __table_args__ = (Index("ix_cluster_certificates_cluster", "cluster"),)
+
+    serial: str = Field(primary_key=True, max_length=64)
+    """Lowercase hex."""
+    cluster: str = Field(max_length=63)
+    issued_at: float = 0.0
+    not_after: float = 0.0
+    revoked_at: float | None = None
+
+
+class ClusterRemoval(SQLModel, table=True):
+    """A removal to finish: the hub refuses the cluster's queued messages, deletes or keeps
+    its inventory, and has the broker revoke and disconnect it; then sets `done_at`."""
+
+    __tablename__ = "cluster_removals"
+
+    id: int | None = Field(
+        default=None, sa_column=Column(_BigId, primary_key=True, autoincrement=True)
+    )
+    cluster: str = Field(max_length=63)
+    requested_at: float = 0.0
+    keep_inventory: bool = False
+    done_at: float | None = None
+
+
+cluster_registrations = ClusterRegistration.__table__  # type: ignore[attr-defined]
+cluster_certificates = ClusterCertificate.__table__  # type: ignore[attr-defined]
+cluster_removals = ClusterRemoval.__table__  # type: ignore[attr-defined]

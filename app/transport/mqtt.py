@@ -9,6 +9,9 @@
   that raises sends no ack; the broker redelivers on the next connection.
 - Reconnect with exponential backoff and full jitter, forever, until the link is closed.
   Subscriptions are (re)made on every connect.
+- TLS: `mqtts://` with the system's trust store, or `LinkOptions.tls`, a context carrying
+  the client certificate (mTLS). `renew` swaps that certificate and reconnects cleanly
+  (DISCONNECT, so no last will) under the same client id: the persistent session goes on.
 - Backpressure on the receiving side: `pause_reading` stops reading the socket (TCP flow
   control) until `resume_reading`, across reconnects. A consumer must not rely on the
   broker honouring its receive-maximum: mosquitto 2.0.11 (Debian 12) does not.
@@ -17,7 +20,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -57,6 +62,8 @@ class LinkOptions:
     connect_timeout_s: float = 10.0
     backoff_base_s: float = 0.2
     backoff_cap_s: float = 15.0
+    tls: ssl.SSLContext | None = None
+    """For `mqtts://`: the context to use (mTLS); None means the system's trust store."""
 
 
 def parse_broker_url(url: str) -> tuple[str, int, bool]:
@@ -106,18 +113,69 @@ class InflightWindow(PersistentStorage):  # type: ignore[misc]
 
 
 class _BackoffClient(Client):  # type: ignore[misc]
-    """gmqtt's client, reconnecting with jittered exponential backoff instead of a fixed delay."""
+    """gmqtt's client, reconnecting with jittered exponential backoff instead of a fixed delay.
+
+    The backoff grows with every reconnect that did not reach a CONNACK (`attempt`, reset by
+    the link on connect), not only with TCP failures: a broker that refuses the client's
+    certificate does so after the TCP (and, with TLS 1.3, the client's TLS) handshake,
+    which gmqtt counts as a success."""
 
     backoff_base_s = 0.2
     backoff_cap_s = 15.0
+    attempt = 0
+    stopping: asyncio.Event | None = None
+    """Set by the link when it closes: a reconnect waiting out its backoff returns at once
+    (rather than being cancelled later, which gmqtt reports as an error)."""
 
     async def reconnect(self, delay: bool = False) -> None:
         if not self._is_active:  # closed on purpose: no reconnect, no sleep to cancel
             return
         if delay:
-            attempt = self._connection_state.failed_connections
-            await asyncio.sleep(backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s))
+            attempt = max(self._connection_state.failed_connections, self.attempt)
+            self.attempt += 1
+            if self.stopping is None:
+                self.stopping = asyncio.Event()
+            pause = backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), pause)
+            if self.stopping.is_set() or not self._is_active:
+                return
         await super().reconnect(delay=False)
+
+
+class _QuietGmqtt(logging.Filter):
+    """gmqtt logs every lost connection with a traceback, and every write after it; the link
+    logs losses itself. A certificate the broker refuses (revoked: the cluster was removed;
+    expired; another CA) becomes one plain line a minute instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._said: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message == "[TRYING WRITE TO CLOSED SOCKET]":
+            return False
+        if message != "[EXC: CONN LOST]":
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        reason = getattr(exc, "reason", None) or ""
+        if isinstance(exc, ssl.SSLError) and "CERTIFICATE" in reason:
+            now = time.monotonic()
+            if now - self._said.get(reason, -60.0) >= 60.0:
+                self._said[reason] = now
+                log.error(
+                    "the broker refused this client's certificate (%s): a removed cluster, an "
+                    "expired certificate, or one from another CA; retrying with backoff",
+                    reason,
+                )
+        return False
+
+
+def _quiet_gmqtt() -> None:
+    protocol_log = logging.getLogger("gmqtt.mqtt.protocol")
+    if not any(isinstance(f, _QuietGmqtt) for f in protocol_log.filters):
+        protocol_log.addFilter(_QuietGmqtt())
 
 
 @dataclass
@@ -137,7 +195,15 @@ class MqttLink:
     def __init__(self, options: LinkOptions, on_message: MessageHandler | None = None) -> None:
         self.options = options
         self._on_message = on_message
+        _quiet_gmqtt()
         self._host, self._port, self._tls = parse_broker_url(options.url)
+        if options.tls is not None and not self._tls:
+            raise ValueError(f"a TLS context needs an mqtts:// broker URL, got {options.url!r}")
+        self._ssl: ssl.SSLContext | bool = options.tls or self._tls
+        self._open = asyncio.Event()
+        """Clear while `renew` drains and reconnects: publishes wait."""
+        self._open.set()
+        self._renewing = False
         self._window = InflightWindow(options.max_inflight)
         self._state = _State()
         self._connector: asyncio.Task[None] | None = None
@@ -233,6 +299,9 @@ class MqttLink:
         if self._state.closed:
             return
         self._state.closed = True
+        if self._client.stopping is None:
+            self._client.stopping = asyncio.Event()
+        self._client.stopping.set()
         if self._keeper is not None:
             self._keeper.cancel()
             await asyncio.gather(self._keeper, return_exceptions=True)
@@ -251,7 +320,7 @@ class MqttLink:
             try:
                 await asyncio.wait_for(
                     self._client.connect(
-                        self._host, self._port, ssl=self._tls, keepalive=self.options.keepalive_s
+                        self._host, self._port, ssl=self._ssl, keepalive=self.options.keepalive_s
                     ),
                     self.options.connect_timeout_s,
                 )
@@ -273,6 +342,7 @@ class MqttLink:
         for topic in self.options.subscriptions:
             client.subscribe(topic, qos=QOS)
         self._state.connects += 1
+        self._client.attempt = 0
         self._state.connected.set()
         if self._paused:
             self._apply_pause()  # a new connection, a new transport
@@ -281,7 +351,7 @@ class MqttLink:
             self.on_connect()
 
     def _handle_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
-        if self._state.connected.is_set() and not self._state.closed:
+        if self._state.connected.is_set() and not self._state.closed and not self._renewing:
             log.warning("lost MQTT connection to %s", self.options.url)
         self._state.connected.clear()
 
@@ -292,12 +362,44 @@ class MqttLink:
             await self._on_message(topic, payload)
         return 0  # PUBACK reason code: success
 
+    async def renew(self, cert_file: str, drain_s: float = 10.0) -> None:
+        """Present the certificate (and key) in `cert_file` from now on, and reconnect with it.
+
+        New publishes wait; those in flight get up to `drain_s` to be acknowledged, so none is
+        sent twice (any left over is resent on the new connection, which the hub takes as a
+        harmless duplicate). The DISCONNECT is a clean one: the broker keeps the session and
+        does not publish the last will. If the new connection fails, the link retries it with
+        its usual backoff, as after any lost connection."""
+        if not isinstance(self._ssl, ssl.SSLContext):
+            raise RuntimeError("renew needs a link made with a TLS context")
+        self._ssl.load_cert_chain(cert_file)
+        self._open.clear()
+        self._renewing = True
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._window.wait_empty(), drain_s)
+            # gmqtt's own reconnect() races its connection-lost handler, which schedules a
+            # second reconnect: two connections with one client id then take each other's
+            # session over in a loop. A disconnect (which stops its reconnects) and a new
+            # connect loop do not.
+            self._state.connected.clear()
+            with contextlib.suppress(Exception):  # closing anyway; the session stays
+                await asyncio.wait_for(self._client.disconnect(), 5)
+            if self._connector is not None and not self._connector.done():
+                self._connector.cancel()
+                await asyncio.gather(self._connector, return_exceptions=True)
+            self._connector = asyncio.ensure_future(self._connect_forever())
+        finally:
+            self._renewing = False
+            self._open.set()
+
     async def publish(self, topic: str, payload: bytes) -> None:
         """Publish at QoS 1 once connected and the in-flight window has room."""
         while True:
+            await self._open.wait()
             await self._state.connected.wait()
             await self._window.wait_for_room()
-            if self.connected:
+            if self.connected and self._open.is_set():
                 self._client.publish(topic, payload, qos=QOS)
                 return
 

@@ -25,6 +25,8 @@ from app.web import (
     access_api,
     access_pages,
     api,
+    cluster_admin,
+    enrolment,
     health,
     metrics,
     openapi,
@@ -141,6 +143,8 @@ def create_app(settings: HubSettings) -> FastAPI:
         health,
         signin,
         openapi,
+        enrolment,  # agents: authenticated by their join token or client certificate
+        cluster_admin,  # admin only
         api,
         sse,
         metrics,

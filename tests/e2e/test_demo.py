@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -75,13 +76,10 @@ def demo_token(lines: list[str]) -> str:
     return next(line.split("=", 1)[1] for line in lines if "export TI_TOKEN=" in line)
 
 
-def three_clusters_online(port: int, token: str) -> bool:
+def three_clusters_online(url: str, verify: ssl.SSLContext | bool, token: str) -> bool:
     try:
-        items = httpx.get(
-            f"http://127.0.0.1:{port}/clusters",
-            timeout=2,
-            headers={"Authorization": f"Bearer {token}"},
-        ).json()["items"]
+        headers = {"Authorization": f"Bearer {token}"}
+        items = httpx.get(url, timeout=2, verify=verify, headers=headers).json()["items"]
     except (httpx.HTTPError, KeyError, ValueError):
         return False
     return len(items) == 3 and all(c.get("online") for c in items)
@@ -100,13 +98,18 @@ def sigterm(demo: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("interrupt", [ctrl_c, terminal_closed, sigterm])
+@pytest.mark.parametrize(
+    ("interrupt", "secure"),
+    [(ctrl_c, True), (terminal_closed, True), (sigterm, True), (ctrl_c, False)],
+    ids=["ctrl_c", "terminal_closed", "sigterm", "ctrl_c-insecure"],
+)
 def test_an_interrupted_demo_stops_agents_then_hub_then_broker_and_leaves_nothing(
-    tmp_path: Path, interrupt: Callable[[subprocess.Popen[bytes]], None]
+    tmp_path: Path, interrupt: Callable[[subprocess.Popen[bytes]], None], secure: bool
 ) -> None:
     port = free_port()
     demo = subprocess.Popen(
-        [sys.executable, "-m", "app", "demo", "--port", str(port)],
+        [sys.executable, "-m", "app", "demo", "--port", str(port)]
+        + ([] if secure else ["--insecure"]),
         cwd=tmp_path,  # the demo writes ./data
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -117,15 +120,31 @@ def test_an_interrupted_demo_stops_agents_then_hub_then_broker_and_leaves_nothin
     output = Lines(demo.stdout)
     children: dict[int, bytes] = {}
     try:
-        url = f"http://127.0.0.1:{port}/clusters"
+        scheme = "https" if secure else "http"
+        url = f"{scheme}://127.0.0.1:{port}/clusters"
         wait_for(lambda: any(url in line for line in output.lines), 120, "the dashboard URL")
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        verify: ssl.SSLContext | bool = True
+        if secure:
+            # the secure demo says where its PKI and broker are, and trusts only its own CA
+            pki = tmp_path / "data" / "pki"
+            assert any("PKI: data/pki/" in line for line in output.lines), output.lines
+            assert any("broker: mqtts://127.0.0.1:" in line for line in output.lines)
+            verify = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        else:
+            warnings = [line for line in output.lines if "insecure mode" in line]
+            assert len(warnings) == 1, output.lines
+        health = httpx.get(f"{scheme}://127.0.0.1:{port}/healthz", timeout=5, verify=verify)
+        assert health.status_code == 200
         token = demo_token(output.lines)
         sign_in = next(line.strip() for line in output.lines if "/login?token=" in line)
-        signed_in = httpx.get(sign_in, timeout=5, follow_redirects=False)
+        signed_in = httpx.get(sign_in, timeout=5, follow_redirects=False, verify=verify)
         assert signed_in.status_code == 303 and "ti_session" in signed_in.cookies
-        assert httpx.get(sign_in, timeout=5).status_code == 401  # the link works once
-        wait_for(lambda: three_clusters_online(port, token), 60, "three agents online")
+        assert httpx.get(sign_in, timeout=5, verify=verify).status_code == 401  # works once
+        wait_for(lambda: three_clusters_online(url, verify, token), 60, "three agents online")
+        if secure:  # each joined with its token, and keeps its key and certificate here
+            agents = tmp_path / "data" / "agents"
+            assert sorted(p.name for p in agents.iterdir()) == ["dev-1", "prod-1", "prod-2"]
+            assert all((agents / name / "identity.pem").exists() for name in ("dev-1", "prod-1"))
         children = children_of(demo.pid)
         assert len(children) == 5, children  # mosquitto, the hub, three agents
         before_ctrl_c = len(output.lines)
@@ -146,6 +165,9 @@ def test_an_interrupted_demo_stops_agents_then_hub_then_broker_and_leaves_nothin
         assert not [line for line in after if any(n in line for n in noise)], "\n".join(after)
         assert not [pid for pid, cmd in children.items() if running(pid, cmd)]
     finally:
+        # children hold the demo's stdout: left running, they would keep the reader (and
+        # the close below) waiting forever
+        children = children or children_of(demo.pid)
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()

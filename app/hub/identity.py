@@ -1,7 +1,7 @@
 """Cluster identity on one hub: registrations, joining and renewal, and removals carried
 through to the end.
 
-A removal (`clusters remove`, `DELETE /clusters/{name}`) is recorded in the database first
+A removal (`clusters remove`, `DELETE /clusters/{cluster}`) is recorded in the database first
 (`cluster_admin.remove_cluster`: unregistered, certificates revoked). Each hub then, within
 `registry_refresh_s` (at once for its own HTTP removals):
 

@@ -8,7 +8,7 @@ a cluster-scoped admin cannot register or remove clusters). Every change is audi
 - `POST /clusters` `{"name", "labels"?, "tokenTtlSeconds"?}`: register; 201 with
   `{cluster, token, expiresAt, command}`. Body at most 16 KiB; a bad name, labels or TTL
   (1 s to 7 days) is 400, a taken name 409, a hub without PKI 409.
-- `DELETE /clusters/{name}?keepInventory=true|false`: unregister and revoke; answers when
+- `DELETE /clusters/{cluster}?keepInventory=true|false`: unregister and revoke; answers when
   the hub refuses it, its inventory is deleted (or kept), and the broker refuses and has
   disconnected it. Unknown: 404.
 - `POST /ui/registrations` (form: name, labels): the "Add cluster" dialog; the join command
@@ -23,7 +23,7 @@ import html
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,6 +35,7 @@ from app.store.audit import write_audit
 from app.web.auth import AdminDep, audit_record, current_principal, needs
 from app.web.deps import HubDep
 from app.web.limits import read_json
+from app.web.openapi import CLUSTER_ADMIN_ERRORS, json_body
 
 
 async def _unscoped_admin(principal: AdminDep) -> None:
@@ -45,6 +46,7 @@ async def _unscoped_admin(principal: AdminDep) -> None:
 router = APIRouter(
     tags=["cluster registration (admin)"],
     dependencies=[needs(Role.ADMIN), Depends(_unscoped_admin)],
+    responses=CLUSTER_ADMIN_ERRORS,
 )
 
 MAX_BODY_BYTES = 16 * 1024
@@ -131,15 +133,15 @@ async def list_registrations(hub: HubDep) -> dict[str, Any]:
     return {"items": items}
 
 
-@router.post("/clusters", status_code=201)
+@router.post("/clusters", status_code=201, openapi_extra=json_body(NewCluster))
 async def register_cluster(request: Request, hub: HubDep) -> dict[str, Any]:
     body = await read_json(request, NewCluster, MAX_BODY_BYTES)
     return _ticket_json(await _register(request, hub, body.name, body.labels, body.token_ttl_s))
 
 
-@router.delete("/clusters/{name}")
+@router.delete("/clusters/{cluster}")
 async def remove_cluster(
-    name: str,
+    cluster: Annotated[str, Path(max_length=63)],
     request: Request,
     hub: HubDep,
     principal: AdminDep,
@@ -148,6 +150,7 @@ async def remove_cluster(
     """Done when this answers: the hub refuses the cluster, its inventory is deleted (or
     kept), and with PKI the broker refuses its certificates and has closed its connection
     (`revokedAtBroker` says whether the broker was seen to take up the new CRL)."""
+    name = cluster
     try:
         removed = await hub.identity.remove(name, keep_inventory=keep_inventory)
     except ValueError as exc:

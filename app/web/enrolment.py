@@ -25,9 +25,10 @@ from app.pki.requests import MAX_REQUEST_BYTES
 from app.pki.tokens import MAX_TOKEN_CHARS
 from app.web.deps import HubDep
 from app.web.limits import read_json
+from app.web.openapi import ENROLMENT_ERRORS, json_body
 from app.web.tls import client_certificate
 
-router = APIRouter(prefix="/agent", tags=["agents"])
+router = APIRouter(prefix="/agent", tags=["agents"], responses=ENROLMENT_ERRORS)
 
 MAX_BODY_BYTES = 32 * 1024
 
@@ -67,7 +68,7 @@ async def ca_bundle(hub: HubDep) -> str:
     return _enrolment(hub).ca_bundle
 
 
-@router.post("/join")
+@router.post("/join", openapi_extra=json_body(JoinRequest))
 async def join(request: Request, hub: HubDep) -> dict[str, Any]:
     """Sign the agent's CSR, once per token: `{certificate, caBundle, brokerUrl, notAfter,
     renewAfter}` (times in epoch seconds)."""
@@ -79,7 +80,7 @@ async def join(request: Request, hub: HubDep) -> dict[str, Any]:
         raise HTTPException(exc.status, str(exc)) from None
 
 
-@router.post("/renew")
+@router.post("/renew", openapi_extra=json_body(RenewRequest))
 async def renew(request: Request, hub: HubDep) -> dict[str, Any]:
     """Sign a new CSR for the cluster named by the TLS client certificate."""
     enrolment = _enrolment(hub)

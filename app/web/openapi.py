@@ -61,7 +61,28 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     409: _error("A workload or token of that name exists"),
 }
 
-PUBLIC = ("/healthz", "/readyz")
+PUBLIC = ("/healthz", "/readyz", "/agent/ca", "/agent/join", "/agent/renew")
+"""Operations without the bearer scheme: the health checks, and the agents' enrolment (a
+join token or the client certificate authenticates it)."""
+ENROLMENT_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("A request body that does not parse, or a CSR that is not acceptable"),
+    403: _error("A join token that is wrong, used or expired; a certificate not issued here"),
+    404: _error("This hub runs without PKI (insecure mode): nothing to join"),
+    413: _error("Request body over its limit"),
+    503: _error("The database is unavailable; Retry-After says when to try again"),
+}
+CLUSTER_ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    **AUTH_ERRORS,
+    403: _error("Not an admin, or an admin scoped to some clusters"),
+    404: _error("No such registered cluster"),
+    409: _error("A cluster of that name is registered, or the hub runs without PKI"),
+}
+
+
+def json_body(model: type[Any]) -> dict[str, Any]:
+    """`openapi_extra` for a route that reads its body itself (with a size limit)."""
+    schema = model.model_json_schema(by_alias=True)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:

@@ -16,7 +16,16 @@ from fastapi.routing import APIRoute
 from app.store import access as store
 from tests.harness import ADMIN_TOKEN, LiveHub
 
-PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/login"), ("POST", "/login")}
+PUBLIC = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/login"),
+    ("POST", "/login"),
+    # agents: a join token or their client certificate authenticates them (security.md)
+    ("GET", "/agent/ca"),
+    ("POST", "/agent/join"),
+    ("POST", "/agent/renew"),
+}
 
 WORKLOAD = {
     "name": "web",

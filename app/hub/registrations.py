@@ -4,8 +4,8 @@ Ingest asks `admits(cluster)` (a `RegistrationGate`) for every message, so the a
 a dict lookup. The set is loaded at start and kept current three ways: this hub's own
 joins, adds and removals update it at once; a message from a cluster it does not know
 makes it re-read the table (at most every `refresh_s`), since `clusters add` may have been
-run by the CLI or another hub; and the owner (`ClusterIdentity`) re-reads it every so often to see removals and label
-changes made elsewhere.
+run by the CLI or another hub; and the owner (`ClusterIdentity`) re-reads it every so
+often to see removals and label changes made elsewhere.
 
 With `accept_any` every cluster is admitted, and one that says hello without being
 registered is registered then (with the labels it announced), as Open Cluster Management's

@@ -30,6 +30,7 @@ bench: $(STAMP) mosquitto-installed
 	$(BIN)/python bench/dashboards.py
 	$(BIN)/python bench/flood.py
 	$(BIN)/python bench/storage.py
+	$(BIN)/python bench/overview_load.py --compare ed68964
 
 # The fault matrix (docs/faults.md): every row, about 9 minutes on 2 cores. FAULTS_ARGS
 # passes options, e.g. FAULTS_ARGS="--rows hub-sigkill,etcd --quick".

@@ -56,6 +56,9 @@ class HubSettings(CommonSettings):
     """Dead-letter records kept (`GET /rejections`)."""
     read_lock_timeout_s: float = 2.0
     """PostgreSQL: how long a read waits for a lock before the request is answered 503."""
+    dashboard_group_labels: str = "env,region"
+    """Cluster label keys the fleet overview counts clusters by (comma-separated, at most
+    8): its summary lists each key's most common values with their clusters and offline."""
 
     # -- HTTP access control (docs/security.md, "HTTP access control") --------------------
     bootstrap_token: SecretStr | None = None

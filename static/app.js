@@ -1,5 +1,6 @@
 // Transport Informer dashboard: the little that htmx does not do.
-// - the fleet overview's live cards (one EventSource on /ui/stream/fleet, a summary a second);
+// - the fleet overview's live table (one EventSource on /ui/stream/fleet: this page's rows
+//   and summary a second);
 // - "N s ago" that keeps counting; the live feed's pause and length cap;
 // - table rows inserted by the row stream stay unique;
 // - forms with data-confirm ask first (no inline handlers: the CSP forbids them).
@@ -22,63 +23,95 @@
     });
   }
 
-  var history = {};  // cluster -> last 60 rates
+  // The fleet overview. One EventSource on #fleet's data-live; each "pulse" carries this
+  // page's rows and the summary of its filter. Values change in place; when the page's
+  // rows are other clusters (an order, a filter or the fleet changed), the table is fetched
+  // again through htmx, at most every 2 s.
+  var history = {};  // cluster -> its last 60 rates, while on the page
+  var fleetSource = null, fleetUrl = null, refreshing = false, lastRefresh = 0;
+  var TOTALS = ["clusters", "online", "offline", "overQuota", "refusing", "unsynced", "objects", "rate"];
+  var PROBLEMS = { offline: 1, overQuota: 1, refusing: 1, unsynced: 1 };
 
-  function drawSpark(card, rates) {
+  function fmt(n) { return Math.round(n).toLocaleString("en-US"); }
+
+  function drawSpark(row, rates) {
     // newest at the right edge, with headroom so a steady rate is a visible line, not the rim
-    var line = card.querySelector(".spark polyline");
+    var line = row.querySelector(".spark polyline");
     if (!line) return;
     var top = Math.max.apply(null, rates.concat([1])) * 1.25;
-    var step = 120 / 59, n = rates.length;
+    var step = 60 / 59, n = rates.length;
     line.setAttribute("points", rates.map(function (r, i) {
-      return (120 - (n - 1 - i) * step).toFixed(1) + "," + (26 - (r / top) * 22).toFixed(1);
+      return (60 - (n - 1 - i) * step).toFixed(1) + "," + (15 - (r / top) * 13).toFixed(1);
     }).join(" "));
   }
 
-  function applyPulse(summary) {
-    var fleet = document.getElementById("fleet");
-    if (!fleet) return;
-    Object.keys(summary.clusters).forEach(function (name) {
-      var c = summary.clusters[name];
-      var card = fleet.querySelector('[data-cluster="' + CSS.escape(name) + '"]');
-      if (!card) return;
-      card.classList.toggle("online", c.online);
-      card.classList.toggle("offline", !c.online);
-      card.querySelector("[data-field=state]").textContent = c.online ? "online" : "offline";
-      var quota = card.querySelector("[data-field=quota]");
-      if (quota) quota.hidden = !c.overQuota;
-      var seen = card.querySelector("[data-field=seen]");
-      seen.dataset.ts = c.lastSeen;
-      var rates = (history[name] = (history[name] || []).concat([c.rate]).slice(-60));
-      card.querySelector("[data-field=rate]").textContent = c.rate.toFixed(0);
-      drawSpark(card, rates);
-      var counts = card.querySelector("[data-field=counts]");
-      counts.querySelectorAll("li").forEach(function (li) {
-        var kind = li.textContent.trim().split(/\s+/).pop();
-        if (kind in c.counts) li.querySelector("b").textContent = c.counts[kind];
+  function samePage(fleet, rows, data) {
+    if (String(data.total) !== fleet.dataset.total || String(data.page) !== fleet.dataset.page) return false;
+    if (rows.length !== data.rows.length) return false;
+    for (var i = 0; i < rows.length; i++) {
+      if (rows[i].dataset.cluster !== data.rows[i].name) return false;
+    }
+    return true;
+  }
+
+  function applySummary(fleet, s) {
+    TOTALS.forEach(function (key) {
+      var el = fleet.querySelector('[data-total="' + key + '"]');
+      if (el) el.textContent = fmt(s[key]);
+      var tile = fleet.querySelector('[data-stat="' + key + '"]');
+      if (tile && PROBLEMS[key]) tile.classList.toggle("bad", s[key] > 0);
+    });
+    Object.keys(s.groups).forEach(function (key) {
+      s.groups[key].forEach(function (g) {
+        var value = g[0] === null ? "" : g[0];
+        var chip = fleet.querySelector('[data-group="' + CSS.escape(key) + '"][data-value="' + CSS.escape(value) + '"]');
+        if (!chip) return;
+        chip.querySelector("b").textContent = fmt(g[1]);
+        var off = chip.querySelector(".off");
+        if (off) off.textContent = g[2] ? g[2] + " offline" : "";
       });
     });
-    // totals over the cards shown (the page may be filtered by a label selector)
-    var t = { clusters: 0, online: 0, objects: 0, rate: 0 };
-    fleet.querySelectorAll("[data-cluster]").forEach(function (card) {
-      var c = summary.clusters[card.dataset.cluster];
-      if (!c) return;
-      t.clusters += 1; t.online += c.online ? 1 : 0; t.objects += c.objects; t.rate += c.rate;
-    });
-    Object.keys(t).forEach(function (k) {
-      var el = document.querySelector("[data-total=" + k + "]");
-      if (el) el.textContent = Math.round(t[k]);
-    });
+  }
+
+  function applyFleetRow(tr, r) {
+    tr.className = "st-" + r.state;
+    var badge = tr.querySelector("[data-field=state]");
+    badge.className = "badge st-" + r.state;
+    badge.textContent = r.stateLabel;
+    tr.querySelector("[data-field=seen]").dataset.ts = r.lastSeen;
+    tr.querySelector("[data-field=objects]").textContent = fmt(r.objects);
+    tr.querySelector("[data-field=rate]").textContent = fmt(r.rate);
+    var rates = (history[r.name] = (history[r.name] || []).concat([r.rate]).slice(-60));
+    drawSpark(tr, rates);
+  }
+
+  function applyPulse(data) {
+    var fleet = document.getElementById("fleet");
+    if (!fleet) return;
+    applySummary(fleet, data.summary);
+    var rows = fleet.querySelectorAll("#fleet-rows tr[data-cluster]");
+    if (!samePage(fleet, rows, data)) { refreshFleet(fleet); return; }
+    data.rows.forEach(function (r, i) { applyFleetRow(rows[i], r); });
     tickAges();
   }
 
-  var source = null;
+  function refreshFleet(fleet) {
+    var now = Date.now();
+    if (refreshing || now - lastRefresh < 2000 || !window.htmx) return;
+    refreshing = true; lastRefresh = now;
+    var done = function () { refreshing = false; };
+    htmx.ajax("GET", fleet.dataset.self, { target: "#fleet", swap: "outerHTML" }).then(done, done);
+  }
+
   function connectFleet() {
     var fleet = document.getElementById("fleet");
-    if (source) { source.close(); source = null; }
-    if (!fleet || !window.EventSource) return;
-    source = new EventSource(fleet.dataset.live);
-    source.addEventListener("pulse", function (e) { applyPulse(JSON.parse(e.data)); });
+    var url = fleet && window.EventSource ? fleet.dataset.live : null;
+    if (url === fleetUrl) return;
+    if (fleetSource) { fleetSource.close(); fleetSource = null; }
+    fleetUrl = url;
+    if (!url) return;
+    fleetSource = new EventSource(url);
+    fleetSource.addEventListener("pulse", function (e) { applyPulse(JSON.parse(e.data)); });
   }
 
   var paused = false, skipped = 0;
@@ -148,10 +181,21 @@
     }
   }, true);
 
+  // A refused filter (400: a bad label selector) still shows its message in the table.
+  var FILTERED = { fleet: 1, deliveries: 1 };
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    if (e.detail.target && FILTERED[e.detail.target.id] && e.detail.xhr.status === 400) {
+      e.detail.shouldSwap = true;
+      e.detail.isError = false;
+    }
+  });
+
   function onPage() { connectFleet(); setupFeed(); tickAges(); }
   document.addEventListener("DOMContentLoaded", onPage);
+  document.addEventListener("htmx:historyRestore", onPage);  // back/forward: another view
   document.addEventListener("htmx:afterSettle", function (e) {
     if (e.target === document.body) onPage();
+    else connectFleet();  // #fleet swapped: its view (and stream) may have changed
   });
   setInterval(tickAges, 1000);
   // The "Add cluster" dialog: open and close; show the hub's refusal too (htmx does not

@@ -69,7 +69,9 @@ def downgrade() -> None:
     op.drop_table("rejections")
     if op.get_bind().dialect.name == "postgresql":
         for table, column in TEXT_COLUMNS:
-            op.execute(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE jsonb USING {column}::jsonb")
+            op.execute(
+                f"ALTER TABLE {table} ALTER COLUMN {column} TYPE jsonb USING {column}::jsonb"
+            )
     with op.batch_alter_table("changes") as batch_op:
         batch_op.drop_column("prev_labels")
     with op.batch_alter_table("resources") as batch_op:

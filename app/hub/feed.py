@@ -5,6 +5,10 @@ subscriber has a bounded queue; a subscriber that falls behind is marked `overfl
 stops receiving, instead of slowing the others or growing without bound. Its stream then
 ends and the client resumes from its Last-Event-ID out of the change log.
 
+Observers (`observe`) are told of every published batch, synchronously and before any
+subscriber: for tallies that need no queue (the dashboard's fleet pulse counts changes per
+cluster this way). They must be quick and must not raise.
+
 The feed also knows every cluster's labels as of the changes it publishes (`labels`): a
 batch's hellos update them before its changes go out, so a stream scoped to clusters by
 label (`ClusterScope`) judges each change by its cluster's labels at that point.
@@ -33,6 +37,7 @@ class ChangeFeed:
     def __init__(self, queue_size: int = 10_000) -> None:
         self.queue_size = queue_size
         self._subscribers: set[Subscription] = set()
+        self._observers: list[Callable[[Sequence[FeedItem]], None]] = []
         self.latest_revision = 0
         self.labels: dict[str, dict[str, str]] = {}
         """Cluster name -> labels (loaded at start, then updated by each hello)."""
@@ -50,11 +55,22 @@ class ChangeFeed:
         finally:
             self._subscribers.discard(sub)
 
+    @contextmanager
+    def observe(self, observer: Callable[[Sequence[FeedItem]], None]) -> Iterator[None]:
+        """Call `observer` with every batch published while the context is open."""
+        self._observers.append(observer)
+        try:
+            yield
+        finally:
+            self._observers.remove(observer)
+
     def publish(
         self, items: Sequence[FeedItem], labels: dict[str, dict[str, str]] | None = None
     ) -> None:
         if labels:
             self.labels.update(labels)
+        for observer in list(self._observers):
+            observer(items)
         for item in items:
             if isinstance(item, ChangeRecord):
                 self.latest_revision = max(self.latest_revision, item.revision)

@@ -66,6 +66,9 @@ from app.transport.messages import (
 log = logging.getLogger(__name__)
 
 SLOW_BATCH_S = 0.1
+RELIST_WAIT_S = 60.0
+"""How long a cluster counts as waited for after the hub asked it to relist (an agent that
+never answers is asked again by its next digest, not waited for forever)."""
 T = TypeVar("T")
 U = TypeVar("U")
 WorkloadMessages = Callable[[list[tuple[str, AgentMessage]]], Awaitable[None]]
@@ -163,6 +166,9 @@ class Ingest:
         self._ready = asyncio.Event()
         self._reflectors: dict[str, Reflector] = {}
         self._heartbeat_s: dict[str, float] = {}
+        self._relisting: dict[str, float] = {}
+        """Cluster -> when (monotonic) the hub last asked it to relist, until a snapshot
+        of it ends."""
         self._instances: dict[str, str] = {}
         self.stats = IngestStats()
         self.refusals = Refusals(self.dead_letters, self._ready.set)
@@ -192,6 +198,16 @@ class Ingest:
         if not self.queued:
             return 0.0
         return min(time.monotonic() - self.health.last_commit, self.oldest_queued_s())
+
+    def unsynced(self) -> set[str]:
+        """Clusters this hub waits for a listing from: a snapshot of theirs is arriving, or
+        a relist asked for in the last `RELIST_WAIT_S` has not ended yet."""
+        now = time.monotonic()
+        for cluster, asked in list(self._relisting.items()):
+            if now - asked > RELIST_WAIT_S:
+                del self._relisting[cluster]
+        receiving = {c for c, r in self._reflectors.items() if r.receiving}
+        return receiving | self._relisting.keys()
 
     def announce(self, cluster: str, kinds: Iterable[KindKey]) -> None:
         """Known from before (the clusters table at start): its events are accepted."""
@@ -328,6 +344,8 @@ class Ingest:
                 return reflector.watch(events)
             case SnapshotChunk():
                 self.stats.events += len(message.items)
+                if message.last:
+                    self._relisting.pop(cluster, None)
                 return reflector.snapshot_chunk(
                     snapshot_id=message.snapshot_id,
                     kind=message.kind,
@@ -563,6 +581,7 @@ class Ingest:
                 if not kinds:
                     continue
             self.stats.relists += 1
+            self._relisting[cluster] = time.monotonic()
             await self._request_resync(cluster, kinds)
 
 

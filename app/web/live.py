@@ -1,9 +1,6 @@
-"""Live parts of the dashboard: the fleet pulse and the HTML-fragment streams.
+"""Live parts of the dashboard: the HTML-fragment streams (the fleet overview's is in
+`app.web.pulse`).
 
-- `FleetPulse` is the overview's one subscription to the change feed per process: it counts
-  changes per cluster and once a second hands every overview client the same small summary
-  (cluster state and counts are re-read from the database every few seconds, once for all
-  clients). A client whose queue is full skips a summary; the next one supersedes it.
 - `/ui/stream/rows` and `/ui/stream/events` send rendered HTML: table rows as htmx
   out-of-band swaps, feed items for `sse-swap`. Each change is rendered once per process
   (`RenderCache`), however many browsers show it; changes waiting for a browser go out
@@ -15,13 +12,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 
-import orjson
 from sse_starlette import ServerSentEvent
 
 from app.hub.feed import FeedItem
@@ -29,125 +22,10 @@ from app.hub.service import HubService
 from app.store import queries
 from app.store.queries import ResourceQuery
 from app.store.records import ChangeRecord
+from app.web.lru import Lru
 
-Summary = dict[str, Any]
 MAX_BATCH = 200
 """Changes sent to one browser in one SSE message at most."""
-
-
-class FleetPulse:
-    def __init__(self, hub: HubService, *, period_s: float = 1.0, reread_s: float = 5.0) -> None:
-        self._hub = hub
-        self._period_s = period_s
-        self._reread_s = reread_s
-        self._clients: set[asyncio.Queue[tuple[Summary, str]]] = set()
-        self._rates: dict[str, float] = {}
-        self._clusters: list[dict[str, Any]] = []
-        self.latest: Summary = {"clusters": {}, "totals": {}}
-
-    @property
-    def clients(self) -> int:
-        return len(self._clients)
-
-    @contextmanager
-    def subscribe(self) -> Iterator[asyncio.Queue[tuple[Summary, str]]]:
-        queue: asyncio.Queue[tuple[Summary, str]] = asyncio.Queue(maxsize=4)
-        self._clients.add(queue)
-        try:
-            yield queue
-        finally:
-            self._clients.discard(queue)
-
-    async def run(self) -> None:
-        """Until cancelled: tally the feed, publish a summary every period (on a fixed
-        schedule, so the work of each period does not stretch it)."""
-        loop = asyncio.get_running_loop()
-        next_reread = 0.0
-        tick = loop.time()
-        while True:
-            with self._hub.feed.subscribe(lambda _item: True) as sub:
-                while not sub.overflowed:
-                    tick += self._period_s
-                    await asyncio.sleep(max(0.0, tick - loop.time()))
-                    tally: Counter[str] = Counter()
-                    status_changed = False
-                    while not sub.queue.empty():
-                        item = sub.queue.get_nowait()
-                        if isinstance(item, ChangeRecord):
-                            tally[item.cluster] += 1
-                        else:
-                            status_changed = True
-                    if status_changed or loop.time() >= next_reread:
-                        self._clusters = await self._read_clusters()
-                        next_reread = loop.time() + self._reread_s
-                    self._rates = {c: n / self._period_s for c, n in tally.items()}
-                    self._publish()
-
-    async def _read_clusters(self) -> list[dict[str, Any]]:
-        try:
-            return await queries.cluster_rows(self._hub.engine)
-        except Exception:  # the database is away: keep the last view
-            return self._clusters
-
-    def _publish(self) -> None:
-        throttled = self._hub.over_quota()
-        clusters = {
-            row["name"]: {
-                "online": row["online"],
-                "overQuota": row["name"] in throttled,
-                "lastSeen": row["last_seen"],
-                "counts": row["counts"],
-                "objects": sum(row["counts"].values()),
-                "rate": self._rates.get(row["name"], 0.0),
-            }
-            for row in self._clusters
-        }
-        self.latest = {
-            "clusters": clusters,
-            "totals": {
-                "clusters": len(clusters),
-                "online": sum(1 for c in clusters.values() if c["online"]),
-                "objects": sum(c["objects"] for c in clusters.values()),
-                "rate": sum(self._rates.values()),
-            },
-            "now": time.time(),
-        }
-        encoded = orjson.dumps(self.latest).decode()  # once, for every unscoped client
-        for queue in list(self._clients):
-            if not queue.full():
-                queue.put_nowait((self.latest, encoded))
-
-
-def scoped_summary(summary: Summary, visible: Callable[[str], bool]) -> Summary:
-    """The summary of the clusters `visible` admits, totals recounted over them."""
-    clusters = {n: c for n, c in summary.get("clusters", {}).items() if visible(n)}
-    return {
-        **summary,
-        "clusters": clusters,
-        "totals": {
-            "clusters": len(clusters),
-            "online": sum(1 for c in clusters.values() if c["online"]),
-            "objects": sum(c["objects"] for c in clusters.values()),
-            "rate": sum(c["rate"] for c in clusters.values()),
-        },
-    }
-
-
-async def pulse_events(
-    pulse: FleetPulse, visible: Callable[[str], bool] | None = None
-) -> AsyncIterator[ServerSentEvent]:
-    """The pulse, every period; only the clusters `visible` admits (None: all)."""
-
-    def encoded(summary: Summary, shared: str | None = None) -> str:
-        if visible is None:
-            return shared or orjson.dumps(summary).decode()
-        return orjson.dumps(scoped_summary(summary, visible)).decode()
-
-    with pulse.subscribe() as queue:
-        yield ServerSentEvent(data=encoded(pulse.latest), event="pulse")
-        while True:
-            summary, shared = await queue.get()
-            yield ServerSentEvent(data=encoded(summary, shared), event="pulse")
 
 
 class RenderCache:
@@ -225,17 +103,25 @@ async def change_fragments(
 
 
 class Signal:
-    """A counter that waiters can wait to change: 'something about workloads changed'.
-    Browsers re-render on it at most every `min_interval_s`."""
+    """A counter that waiters can wait to change: 'something about workloads changed', and
+    per workload, the version at which it last changed. Browsers re-render on it at most
+    every `min_interval_s`."""
 
     def __init__(self) -> None:
         self.version = 0
         self._event = asyncio.Event()
+        self._changed: dict[str, int] = {}
 
-    def bump(self) -> None:
+    def bump(self, names: Iterable[str] = ()) -> None:
         self.version += 1
+        for name in names:
+            self._changed[name] = self.version
         self._event.set()
         self._event = asyncio.Event()
+
+    def version_of(self, name: str) -> int:
+        """The version at which workload `name` last changed (0: not since the start)."""
+        return self._changed.get(name, 0)
 
     async def wait_past(self, version: int) -> int:
         while self.version <= version:
@@ -244,13 +130,43 @@ class Signal:
 
 
 async def rerendered(
-    signal: Signal, render: Callable[[], Any], *, event: str, min_interval_s: float = 0.5
+    signal: Signal,
+    render: Callable[[], Awaitable[str]],
+    *,
+    event: str,
+    min_interval_s: float = 0.5,
+    version: Callable[[], int] | None = None,
 ) -> AsyncIterator[ServerSentEvent]:
-    """The fragment `render` makes, now and again after every change (throttled)."""
-    seen = signal.version
+    """The fragment `render` makes, now and again after every change that moves `version`
+    (the signal's own by default), at most every `min_interval_s`."""
+    current = version or (lambda: signal.version)
+    seen = current()
     yield ServerSentEvent(data=await render(), event=event)
     while True:
-        seen = await signal.wait_past(seen)
+        await signal.wait_past(signal.version)
+        if current() == seen:
+            continue
         await asyncio.sleep(min_interval_s)
-        seen = signal.version
+        seen = current()
         yield ServerSentEvent(data=await render(), event=event)
+
+
+class SharedRenders:
+    """Fragments rendered once per (view, version) and shared by every browser that shows
+    that view: after a change, N browsers on one view cost one query and one render. The
+    first asker renders while the others wait for it (one lock per view); a failed render
+    is simply tried by the next. At most `size` views are kept."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._done: Lru[Hashable, tuple[int, str]] = Lru(size)
+        self._locks: Lru[Hashable, asyncio.Lock] = Lru(size)
+
+    async def get(self, key: Hashable, version: int, render: Callable[[], Awaitable[str]]) -> str:
+        lock = self._locks.get(key) or self._locks.put(key, asyncio.Lock())
+        async with lock:
+            found = self._done.get(key)
+            if found is not None and found[0] == version:
+                return found[1]
+            html = await render()
+            self._done.put(key, (version, html))
+            return html

@@ -114,7 +114,7 @@ async def metrics(hub: HubDep) -> str:
     metric(
         "ti_feed_subscribers",
         "gauge",
-        "Change-feed subscriptions: change streams, cluster views, live feeds, the fleet pulse.",
+        "Change-feed subscriptions: change streams, cluster views, live feeds.",
         {"": hub.feed.subscribers},
     )
     metric(

@@ -6,7 +6,6 @@ Pages and the JSON API share `app.store.queries`; these routes only shape its re
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,16 +15,14 @@ from fastapi.templating import Jinja2Templates
 from sse_starlette import EventSourceResponse
 
 from app.access.roles import Principal, Role
-from app.informer.objects import KindKey
-from app.informer.selectors import LabelSelector, SelectorError
 from app.store import queries, rejections
-from app.store.kinds import KindRef, count_key_filter, count_keys, kind_filter
+from app.store.kinds import KindRef, count_key_filter, kind_filter
 from app.store.queries import MAX_INT, ORDERS, AmbiguousKind, BadCursor, Order, ResourceQuery
 from app.store.records import ChangeRecord
 from app.web import render
 from app.web.auth import ViewerDep, csrf_token, needs
 from app.web.deps import ApiVersionParam, HubDep, QueryDep, kind_ref
-from app.web.live import FleetPulse, RenderCache, change_fragments, pulse_events
+from app.web.live import RenderCache, change_fragments
 from app.web.resilience import RetryingRoute
 from app.web.streams import event_stream
 
@@ -50,7 +47,10 @@ def build_templates() -> Jinja2Templates:
         event_time=render.event_time,
     )
     env.globals.update(
-        conditions=render.conditions, yaml_html=render.yaml_html, qs=render.query_string
+        conditions=render.conditions,
+        yaml_html=render.yaml_html,
+        qs=render.query_string,
+        bar_segments=render.bar_segments,
     )
     return templates
 
@@ -58,11 +58,6 @@ def build_templates() -> Jinja2Templates:
 def templates_of(request: Request) -> Jinja2Templates:
     templates: Jinja2Templates = request.app.state.templates
     return templates
-
-
-def _pulse(request: Request) -> FleetPulse:
-    pulse: FleetPulse = request.app.state.pulse
-    return pulse
 
 
 def _cache(request: Request) -> RenderCache:
@@ -90,62 +85,6 @@ async def render_page(request: Request, hub: HubDep, name: str, **context: Any) 
     return templates_of(request).TemplateResponse(
         request, name, {"health": await _health(hub), **page_context(request), **context}
     )
-
-
-# -- fleet overview ---------------------------------------------------------------------
-
-
-@router.get("/", response_class=HTMLResponse)
-async def overview(
-    request: Request,
-    hub: HubDep,
-    principal: ViewerDep,
-    selector: Annotated[str, Query(alias="labelSelector", max_length=2048)] = "",
-) -> HTMLResponse:
-    try:
-        wanted = LabelSelector.parse(selector)
-        error = None
-    except SelectorError as exc:
-        wanted, error = LabelSelector(), f"bad selector: {exc}"
-    rows = [
-        r
-        for r in await queries.cluster_rows(hub.engine, scope=principal.scope)
-        if wanted.matches(r["labels"])
-    ]
-    try:
-        served = await hub.registry.served_by([r["name"] for r in rows])
-    except Exception:
-        served = {}
-    fleet: Counter[KindKey] = Counter()
-    for r in rows:
-        fleet.update(r["kind_counts"])
-    totals = {
-        "clusters": len(rows),
-        "online": sum(1 for r in rows if r["online"]),
-        "objects": sum(sum(r["counts"].values()) for r in rows),
-        "per_kind": count_keys(fleet),  # keyed across the fleet, as a cluster's counts are
-    }
-    response = await render_page(
-        request,
-        hub,
-        "overview.html",
-        clusters=rows,
-        served=served,
-        throttled=hub.over_quota(),
-        totals=totals,
-        selector=selector,
-        error=error,
-    )
-    if error:
-        response.status_code = 400
-    return response
-
-
-@router.get("/ui/stream/fleet")
-async def fleet_stream(request: Request, hub: HubDep, principal: ViewerDep) -> EventSourceResponse:
-    scope, labels = principal.scope, hub.feed.labels
-    visible = None if scope.everything else (lambda name: scope.admits(labels.get(name)))
-    return event_stream(request, principal, pulse_events(_pulse(request), visible))
 
 
 # -- cluster view -----------------------------------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -122,3 +124,25 @@ def query_string(*mappings: dict[str, Any], **extra: Any) -> str:
     for mapping in (*mappings, extra):
         merged.update(mapping)
     return urlencode({k: v for k, v in merged.items() if v not in (None, "")})
+
+
+@dataclass(frozen=True, slots=True)
+class BarSegment:
+    state: str
+    count: int
+    x: float
+    width: float
+
+
+def bar_segments(counts: Mapping[str, int], width: float = 1000.0) -> list[BarSegment]:
+    """A stacked bar of `counts` (in their order) as SVG x/width: no inline style, which the
+    Content-Security-Policy forbids."""
+    total = sum(counts.values())
+    out, x = [], 0.0
+    for state, n in counts.items():
+        if n <= 0 or total <= 0:
+            continue
+        w = width * n / total
+        out.append(BarSegment(state, n, round(x, 1), round(w, 1)))
+        x += w
+    return out

@@ -1,6 +1,6 @@
-"""Workload pages: the list with a live rollout matrix, the create/edit form with a live
-placement preview, and each workload's per-cluster detail. Same store and validation as
-the JSON API (`app.web.workloads`)."""
+"""Workload forms: create and edit from YAML with a live placement preview, and delete.
+Same store and validation as the JSON API (`app.web.workloads`). The pages that show
+workloads are in `rollout_pages`."""
 
 from __future__ import annotations
 
@@ -12,63 +12,23 @@ import yaml
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
-from sse_starlette import EventSourceResponse
 
 from app.access.roles import Principal, Role
 from app.placement.spec import Placement, WorkloadSpec, parse_manifests
-from app.store import queries
 from app.store import workloads as store
-from app.store.workloads import DeliveryRow, WorkloadExists, WorkloadNotFound
+from app.store.fleet import first_clusters
+from app.store.workloads import WorkloadExists, WorkloadNotFound
 from app.web.auth import OperatorDep, ViewerDep, audit_record, needs
 from app.web.deps import HubDep
-from app.web.live import Signal, rerendered
 from app.web.pages import render_page, templates_of
 from app.web.resilience import RetryingRoute
-from app.web.streams import event_stream
-from app.web.workloads import (
-    admit,
-    deliveries_in_scope,
-    preview,
-    values_of,
-    visible_scope,
-)
+from app.web.workloads import admit, preview, values_of, visible_scope
 
 router = APIRouter(
     include_in_schema=False, route_class=RetryingRoute, dependencies=[needs(Role.VIEWER)]
 )
-
-
-def _signal(request: Request) -> Signal:
-    signal: Signal = request.app.state.workload_signal
-    return signal
-
-
-async def _matrix(request: Request, hub: HubDep, principal: Principal) -> str:
-    clusters = await queries.cluster_names(hub.engine, scope=principal.scope)
-    cells: dict[tuple[str, str], DeliveryRow] = {
-        (r.workload, r.cluster): r for r in await deliveries_in_scope(hub, principal.scope)
-    }
-    listed = await store.list_workloads(hub.engine, scope=visible_scope(principal))
-    return (
-        templates_of(request)
-        .get_template("_matrix.html")
-        .render(workloads=listed, clusters=clusters, cells=cells)
-    )
-
-
-@router.get("/ui/workloads", response_class=HTMLResponse)
-async def workloads_page(request: Request, hub: HubDep, principal: ViewerDep) -> HTMLResponse:
-    matrix = await _matrix(request, hub, principal)
-    return await render_page(request, hub, "workloads.html", matrix=matrix)
-
-
-@router.get("/ui/stream/workloads")
-async def matrix_stream(request: Request, hub: HubDep, principal: ViewerDep) -> EventSourceResponse:
-    async def render() -> str:
-        return await _matrix(request, hub, principal)
-
-    events = rerendered(_signal(request), render, event="matrix")
-    return event_stream(request, principal, events)
+CHECKLIST_MAX_CLUSTERS = 50
+"""Up to this many, the form lists the clusters to tick; beyond, names are typed."""
 
 
 # -- the form ---------------------------------------------------------------------------
@@ -143,7 +103,8 @@ async def _form_page(
     errors: list[str] | None = None,
     status: int = 200,
 ) -> HTMLResponse:
-    clusters = await queries.cluster_rows(hub.engine, scope=principal.scope)
+    clusters = await first_clusters(hub.engine, CHECKLIST_MAX_CLUSTERS + 1, scope=principal.scope)
+    many = len(clusters) > CHECKLIST_MAX_CLUSTERS
     response = await render_page(
         request,
         hub,
@@ -151,7 +112,7 @@ async def _form_page(
         form=form,
         editing=editing,
         errors=errors or [],
-        clusters=clusters,
+        clusters=[] if many else clusters,
     )
     response.status_code = status
     return response
@@ -173,9 +134,12 @@ async def new_form(request: Request, hub: HubDep, principal: OperatorDep) -> HTM
 
 
 async def _submitted(request: Request) -> dict[str, Any]:
+    """The form's fields; clusters named by checkbox (small fleets) or typed in
+    `clusterNames` (separated by commas or white space) together."""
     data = await request.form()
     form: dict[str, Any] = {k: str(v) for k, v in data.items() if k != "clusters"}
-    form["clusters"] = [str(c) for c in data.getlist("clusters")]
+    typed = str(data.get("clusterNames") or "").replace(",", " ").split()
+    form["clusters"] = list(dict.fromkeys([str(c) for c in data.getlist("clusters")] + typed))
     form.setdefault("manifests", "")
     form.setdefault("name", "")
     return form
@@ -244,17 +208,6 @@ async def preview_fragment(request: Request, hub: HubDep, principal: ViewerDep) 
         errors = _form_errors(exc) if isinstance(exc, ValidationError) else [str(exc)]
     html = templates_of(request).get_template("_preview.html").render(result=result, errors=errors)
     return HTMLResponse(html)
-
-
-@router.get("/ui/workloads/{name}", response_class=HTMLResponse)
-async def workload_page(
-    request: Request, name: str, hub: HubDep, principal: ViewerDep
-) -> HTMLResponse:
-    w = await store.get_workload(hub.engine, name, scope=visible_scope(principal))
-    if w is None:
-        raise HTTPException(404, f"unknown workload {name!r}")
-    rows = await deliveries_in_scope(hub, principal.scope, name)
-    return await render_page(request, hub, "workload.html", w=w, rows=rows)
 
 
 @router.get("/ui/workloads/{name}/edit", response_class=HTMLResponse)

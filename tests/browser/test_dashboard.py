@@ -15,12 +15,10 @@ from tests.harness import AUTH
 def test_overview_lists_every_cluster_live(page: Page, stack: Stack, shots: Path) -> None:
     page.goto(stack.base_url + "/")
     for name in ("dev-1", "prod-1", "prod-2"):
-        expect(page.locator(f'.card[data-cluster="{name}"] [data-field=state]')).to_have_text(
-            "online"
-        )
+        expect(page.locator(f'tr[data-cluster="{name}"] [data-field=state]')).to_have_text("online")
     expect(page.locator('[data-total="clusters"]')).to_have_text("3")
     # the change-rate sparkline is drawn from the live pulse
-    expect(page.locator('.card[data-cluster="prod-1"] .spark polyline')).to_have_attribute(
+    expect(page.locator('tr[data-cluster="prod-1"] .spark polyline')).to_have_attribute(
         "points", re.compile(r"\d")
     )
     page.screenshot(path=shots / "overview.png", full_page=True)
@@ -30,8 +28,8 @@ def test_filtering_the_fleet_by_label(page: Page, stack: Stack) -> None:
     page.goto(stack.base_url + "/")
     page.get_by_label("Clusters matching labels").fill("env=prod")
     page.get_by_role("button", name="Filter").click()
-    expect(page.locator(".card")).to_have_count(2)
-    expect(page.locator('.card[data-cluster="dev-1"]')).to_have_count(0)
+    expect(page.locator("#fleet-rows tr[data-cluster]")).to_have_count(2)
+    expect(page.locator('tr[data-cluster="dev-1"]')).to_have_count(0)
 
 
 def test_cluster_view_changes_live_without_reload(page: Page, stack: Stack, shots: Path) -> None:
@@ -71,18 +69,18 @@ def test_live_feed_streams_and_pauses(page: Page, stack: Stack, shots: Path) -> 
     page.screenshot(path=shots / "events.png", full_page=False)
 
 
-def test_a_killed_agent_turns_its_card_offline(page: Page, stack: Stack, shots: Path) -> None:
-    page.goto(stack.base_url + "/")
-    card = page.locator('.card[data-cluster="prod-2"]')
-    expect(card.locator("[data-field=state]")).to_have_text("online")
+def test_a_killed_agent_turns_its_row_offline(page: Page, stack: Stack, shots: Path) -> None:
+    page.goto(stack.base_url + "/?sort=name")
+    row = page.locator('tr[data-cluster="prod-2"]')
+    expect(row.locator("[data-field=state]")).to_have_text("online")
     try:
         stack.kill_agent("prod-2", wait=False)
-        expect(card.locator("[data-field=state]")).to_have_text("offline", timeout=10000)
-        expect(card).to_have_class(re.compile(r"\boffline\b"))
+        expect(row.locator("[data-field=state]")).to_have_text("offline", timeout=10000)
+        expect(row).to_have_class(re.compile(r"\bst-offline\b"))
         page.screenshot(path=shots / "overview-offline.png", full_page=False)
     finally:
         stack.start_agent("prod-2")
-    expect(card.locator("[data-field=state]")).to_have_text("online", timeout=10000)
+    expect(row.locator("[data-field=state]")).to_have_text("online", timeout=10000)
 
 
 def test_a_workload_created_in_the_form_rolls_out_green(

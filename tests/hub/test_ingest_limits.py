@@ -14,8 +14,10 @@ import asyncpg
 import orjson
 
 from app.broker import Mosquitto
+from app.informer.digest import KindDigest
+from app.informer.objects import KindKey
 from app.transport import topics
-from app.transport.messages import MessageType
+from app.transport.messages import MessageType, digest_data, snapshot_data
 from tests.conftest import wait_until
 from tests.harness import LiveHub, RawAgent, SseReader, live_hub
 from tests.hub.test_poison import config_map, known, stored
@@ -267,3 +269,30 @@ async def test_a_backlog_is_applied_in_order_and_bounded_by_backpressure(
 async def _stored_rv(hub: LiveHub, cluster: str, name: str, rv: int) -> bool:
     obj = await stored(hub, cluster, "ConfigMap", name)
     return obj is not None and obj["metadata"]["resourceVersion"] == str(rv)
+
+
+async def test_a_cluster_asked_to_relist_is_unsynced_until_its_snapshot_ends(
+    broker: Mosquitto, database_url: str
+) -> None:
+    pods = KindKey("v1", "Pod")
+    async with (
+        live_hub(broker_url=broker.url, database_url=database_url) as hub,
+        RawAgent(broker.url, "drifted") as agent,
+    ):
+        await agent.hello("v1/Pod")
+        await wait_until(lambda: known(hub, "drifted"), what="drifted known")
+        assert "drifted" not in hub.hub.ingest.unsynced()
+        await agent.send(MessageType.DIGEST, digest_data({pods: KindDigest(3, "not-ours")}))
+        await wait_until(lambda: _asked(agent), what="a relist request")
+        assert "drifted" in hub.hub.ingest.unsynced()
+        chunk = snapshot_data("s1", pods, 0, True, 7, [pod("p", 7)])
+        await agent.send(MessageType.SNAPSHOT, chunk)
+        await wait_until(lambda: _synced(hub, "drifted"), what="the listing to end")
+
+
+async def _asked(agent: RawAgent) -> bool:
+    return bool(agent.resync_requests())
+
+
+async def _synced(hub: LiveHub, cluster: str) -> bool:
+    return cluster not in hub.hub.ingest.unsynced()

@@ -183,13 +183,13 @@ async def test_fleet_pulse_reports_every_cluster(broker: Mosquitto, tmp_path: Pa
     ):
         async with hub.http.stream("GET", "/ui/stream/fleet") as response:
             reader = SseReader(response)
-            summary: dict[str, Any] = {}
-            while "dev-1" not in summary.get("clusters", {}):
+            summary: dict[str, Any] = {"rows": []}
+            while [r["name"] for r in summary["rows"]] != ["dev-1"]:
                 (event,) = await reader.next(1)
                 summary = orjson.loads(event["data"])
-        cluster = summary["clusters"]["dev-1"]
+        (cluster,) = summary["rows"]
         assert cluster["online"] is True and cluster["objects"] == sim.count()
-        assert summary["totals"]["clusters"] == 1
+        assert summary["summary"]["clusters"] == 1 and summary["total"] == 1
         static = await hub.http.get("/static/vendor/htmx-ext-sse-2.2.4.min.js")
         assert static.status_code == 200 and "sse-connect" in static.text
 
@@ -235,8 +235,10 @@ async def test_workload_form_validates_previews_creates_and_deletes(
         detail = await html(hub, "/ui/workloads/web")
         assert "Available" in detail and "Applied=True" in detail
         async with hub.http.stream("GET", "/ui/stream/workloads") as response:
-            (matrix,) = await SseReader(response).next(1)
-        assert matrix["event"] == "matrix" and "s-available" in matrix["data"]
+            (listing,) = await SseReader(response).next(1)
+        assert listing["event"] == "workloads" and "1 Available" in listing["data"]
+        assert 'class="s-available"' in listing["data"]  # the bar, and the small fleet's matrix
+        assert 'table class="matrix"' in listing["data"]
         assert "env=prod" in await html(hub, "/ui/workloads/web/edit")
         gone = await hub.http.post("/ui/workloads/web/delete")
         assert gone.status_code == 303

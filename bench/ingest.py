@@ -341,6 +341,14 @@ def percentile(values: Sequence[float], pct: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
 
 
+def quantiles(ordered: Sequence[float]) -> list[float]:
+    """The 0th, 1st, ..., 100th percentile of sorted values (a distribution for a chart)."""
+    if len(ordered) < 2:
+        return list(ordered)
+    inner = statistics.quantiles(ordered, n=100, method="inclusive")
+    return [ordered[0], *inner, ordered[-1]]
+
+
 # -- (c) raw storage ----------------------------------------------------------------------
 
 
@@ -504,6 +512,7 @@ async def measure_latency(fleet: FleetHandle, hub: Hub, p: Params, rate: float) 
         "p90_ms": percentile(ms, 90),
         "p99_ms": percentile(ms, 99),
         "max_ms": ms[-1] if ms else None,
+        "quantiles_ms": quantiles(ms),
     }
 
 
@@ -522,6 +531,7 @@ DEFINITIONS = {
     "latency": "SSE receive time - wall-clock stamp put in the object just before apply, at "
     "half of the lower of sustained and spread capacity measured in the same run",
     "cpu_s": "CPU seconds per process during the phase (from /proc)",
+    "latency.quantiles_ms": "the latency distribution: its 0th, 1st, ..., 100th percentile",
 }
 
 

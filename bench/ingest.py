@@ -47,12 +47,14 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import gmqtt
 import httpx
 import orjson
 
 from app.broker import Mosquitto, free_port
 from app.cli import tune_gc
 from app.store.migrate import upgrade_async
+from app.transport import topics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import storage
@@ -487,9 +489,54 @@ class SseCollector:
             self.complete.set()
 
 
-async def measure_latency(fleet: FleetHandle, hub: Hub, p: Params, rate: float) -> Reply:
+class MqttTap:
+    """A bare gmqtt subscriber on every cluster's agent events: for each stamped change, the
+    time the broker delivered it, so the latency splits into agent + broker and hub parts."""
+
+    def __init__(self, broker_url: str) -> None:
+        host, port = broker_url.removeprefix("mqtt://").rsplit(":", 1)
+        self.host, self.port = host, int(port)
+        self.seen: dict[int, float] = {}
+        self.client = gmqtt.Client(f"bench-tap-{os.getpid()}")
+        self.client.on_message = self._on_message
+
+    def _on_message(self, _client: Any, _topic: str, payload: bytes, _qos: int, _p: Any) -> int:
+        received = time.time()
+        if SEQ_ANNOTATION.encode() in payload:
+            for event in orjson.loads(payload)["data"]["events"]:
+                annotations = event["object"]["metadata"].get("annotations", {})
+                if SEQ_ANNOTATION in annotations:
+                    seq = int(annotations[SEQ_ANNOTATION])
+                    self.seen.setdefault(seq, received - float(annotations[T0_ANNOTATION]))
+        return 0
+
+    async def __aenter__(self) -> MqttTap:
+        await self.client.connect(self.host, self.port)
+        self.client.subscribe(topics.all_agent_events(topics.DEFAULT_SOURCE), qos=0)
+        await asyncio.sleep(0.2)  # the SUBACK
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.client.disconnect()
+
+
+def _split(ms: dict[int, float], total: dict[int, float]) -> Reply:
+    """Percentiles of the broker-delivery latency and of the rest (SSE - MQTT) per change."""
+    broker = sorted(1000 * ms[s] for s in total if s in ms)
+    hub = sorted(1000 * (total[s] - ms[s]) for s in total if s in ms)
+    return {
+        "changes": len(broker),
+        "agent_and_broker_ms": {f"p{q}": percentile(broker, q) for q in (50, 90, 99)},
+        "hub_ms": {f"p{q}": percentile(hub, q) for q in (50, 90, 99)},
+    }
+
+
+async def measure_latency(
+    fleet: FleetHandle, hub: Hub, broker_url: str, p: Params, rate: float
+) -> Reply:
     collector = SseCollector()
     async with (
+        MqttTap(broker_url) as tap,
         httpx.AsyncClient(timeout=httpx.Timeout(None), headers=AUTH) as client,
         client.stream("GET", f"{hub.url}/stream") as response,
     ):
@@ -513,6 +560,7 @@ async def measure_latency(fleet: FleetHandle, hub: Hub, p: Params, rate: float) 
         "p99_ms": percentile(ms, 99),
         "max_ms": ms[-1] if ms else None,
         "quantiles_ms": quantiles(ms),
+        "split": _split(tap.seen, collector.latencies),
     }
 
 
@@ -531,6 +579,8 @@ DEFINITIONS = {
     "latency": "SSE receive time - wall-clock stamp put in the object just before apply, at "
     "half of the lower of sustained and spread capacity measured in the same run",
     "cpu_s": "CPU seconds per process during the phase (from /proc)",
+    "latency.split": "per change: stamp -> a bare MQTT subscriber's receive (agent and broker), "
+    "and that -> SSE receive (hub: ingest, commit, feed, SSE)",
     "latency.quantiles_ms": "the latency distribution: its 0th, 1st, ..., 100th percentile",
 }
 
@@ -563,6 +613,10 @@ def _cpu(used: dict[str, float]) -> str:
     return ", ".join(f"{name} {seconds:.1f}" for name, seconds in used.items())
 
 
+def _split_row(ms: dict[str, float]) -> str:
+    return f"p50 {ms['p50']:.1f} ms, p99 {ms['p99']:.1f} ms"
+
+
 def print_table(r: Reply, p: Params) -> None:
     a, b, c, d = r["initial_sync"], r["sustained"], r["storage"], r["latency"]
     rows = [
@@ -582,6 +636,8 @@ def print_table(r: Reply, p: Params) -> None:
         ("end-to-end / plain", f"{r['ratio_end_to_end_to_plain']:.2f}", ">= 0.50"),
         ("(d) change-to-SSE", f"p50 {d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms", "p99 < 100"),
         ("", f"at {d['achieved_rate']:,.0f}/s, {d['received']:,}/{d['stamped']:,} seen", ""),
+        ("  agent + broker", _split_row(d["split"]["agent_and_broker_ms"]), ""),
+        ("  hub (ingest to SSE)", _split_row(d["split"]["hub_ms"]), ""),
     ]
     print(
         f"\ningest benchmark ({p.database}): {p.clusters} clusters x {p.objects} objects, "
@@ -663,7 +719,7 @@ def run_live(
                     results["sustained"]["changes_per_s"], results["spread"]["changes_per_s"]
                 )
                 rate = p.rate or 0.5 * capacity
-                results["latency"] = asyncio.run(measure_latency(fleet, hub, p, rate))
+                results["latency"] = asyncio.run(measure_latency(fleet, hub, broker.url, p, rate))
                 results["latency"]["cpu_s"] = cpu.since(before)
         finally:
             fleet.close()

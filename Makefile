@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench faults check clean
+.PHONY: demo test bench bench-quick faults check clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,12 +25,20 @@ demo: $(STAMP) mosquitto-installed
 test: $(STAMP) mosquitto-installed
 	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
 
+# The benchmarks (docs/benchmarks.md), then their charts. BENCH_ARGS is passed to each, so
+# `make bench-quick` (BENCH_ARGS=--quick) is the same set in a few minutes; quick runs write
+# bench/results/*-quick.json and leave the full results alone.
 bench: $(STAMP) mosquitto-installed
-	$(BIN)/python bench/ingest.py
-	$(BIN)/python bench/dashboards.py
-	$(BIN)/python bench/flood.py
-	$(BIN)/python bench/storage.py
-	$(BIN)/python bench/overview_load.py --compare ed68964
+	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
+	$(BIN)/python bench/ingest.py --database postgresql $(BENCH_ARGS)
+	$(BIN)/python bench/storage.py $(BENCH_ARGS)
+	$(BIN)/python bench/dashboards.py $(BENCH_ARGS)
+	$(BIN)/python bench/flood.py $(BENCH_ARGS)
+	$(BIN)/python bench/overview_load.py --compare ed68964 $(BENCH_ARGS)
+	$(BIN)/python bench/charts.py
+
+bench-quick:
+	$(MAKE) bench BENCH_ARGS=--quick
 
 # The fault matrix (docs/faults.md): every row, about 9 minutes on 2 cores. FAULTS_ARGS
 # passes options, e.g. FAULTS_ARGS="--rows hub-sigkill,etcd --quick".

@@ -50,6 +50,7 @@ from ingest import (
     hub_process,
     machine_info,
     measure_sync,
+    quick_variant,
     write_results,
 )
 
@@ -412,11 +413,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         run(params, results)
     except BaseException as exc:
         results["error"] = repr(exc)
-        write_results(results, RESULTS)
+        write_results(results, quick_variant(RESULTS, params.quick))
         raise
     results.update(evaluate(results))
     print_table(results, params)
-    write_results(results, RESULTS)
+    write_results(results, quick_variant(RESULTS, params.quick))
 
 
 if __name__ == "__main__":

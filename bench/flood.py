@@ -42,7 +42,7 @@ from app.transport.messages import MessageType
 from app.transport.mqtt import LinkOptions, MqttLink
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import AUTH, HUB_ENV
+from ingest import AUTH, HUB_ENV, quick_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "flood.json"
@@ -295,9 +295,10 @@ def main() -> None:
         },
         "results": [asdict(r) for r in results],
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"goal {'met' if met else 'NOT met'}: {doc['goal']}; wrote {RESULTS}")
+    out = quick_variant(RESULTS, args.quick)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"goal {'met' if met else 'NOT met'}: {doc['goal']}; wrote {out}")
 
 
 if __name__ == "__main__":

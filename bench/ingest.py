@@ -650,8 +650,15 @@ def print_table(r: Reply, p: Params) -> None:
         print(f"  target {name}: {'met' if met else 'n/a' if met is None else 'MISSED'}")
 
 
+def quick_variant(path: Path, quick: bool) -> Path:
+    """Where a benchmark writes: `name-quick.json` for a `--quick` run, so a quick run never
+    replaces the full results that the README and docs/benchmarks.md quote."""
+    return path.with_name(f"{path.stem}-quick{path.suffix}") if quick else path
+
+
 def results_path(p: Params) -> Path:
-    return RESULTS if p.database == "sqlite" else RESULTS.with_name("ingest-postgresql.json")
+    path = RESULTS if p.database == "sqlite" else RESULTS.with_name("ingest-postgresql.json")
+    return quick_variant(path, p.quick)
 
 
 def run(p: Params, results: Reply) -> None:

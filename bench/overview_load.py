@@ -53,7 +53,7 @@ from app.transport.mqtt import LinkOptions, MqttLink
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ingest import AUTH, HUB_ENV, ROOT, CpuMeter, machine_info, write_results
+from ingest import AUTH, HUB_ENV, ROOT, CpuMeter, machine_info, quick_variant, write_results
 
 from tests.fleet_rows import SimFleet, write_fleet, write_rollout
 from tests.objects import pod
@@ -431,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 results["populate_before"] = populate(old, p)
                 results["before"] = {"cpu": cpu_run(root, old, broker, p, distinct=False)}
     print_table(results)
-    write_results(results, RESULTS)
+    write_results(results, quick_variant(RESULTS, p.quick))
 
 
 if __name__ == "__main__":

@@ -392,8 +392,9 @@ def main() -> None:
         "writer_over_plain": ratios,
         "writer_steps_s": STEPS,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(doc, indent=2) + "\n")
+    out = RESULTS.with_name("storage-quick.json") if args.quick else RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 if __name__ == "__main__":

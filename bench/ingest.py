@@ -33,11 +33,13 @@ import multiprocessing
 import os
 import platform
 import shutil
+import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -438,14 +440,45 @@ def measure_sustained(fleet: FleetHandle, probe: DbProbe, cpu: CpuMeter, p: Para
     }
 
 
-def measure_spread_capacity(fleet: FleetHandle, probe: DbProbe, cpu: CpuMeter) -> Reply:
+@contextmanager
+def drained_stream(base: str) -> Iterator[list[int]]:
+    """`GET /stream` open and read (and thrown away) by a thread until the block ends, so
+    the hub does a streaming client's work; yields [bytes received]."""
+    url = httpx.URL(base)
+    host, port = url.host, url.port or 80
+    sock = socket.create_connection((host, port))
+    sock.sendall(
+        f"GET /stream HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n"
+        f"Authorization: Bearer {BENCH_TOKEN}\r\n\r\n".encode()
+    )
+    received = [0]
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(1 << 16):
+                received[0] += len(chunk)
+
+    reader = threading.Thread(target=drain, name="drained-stream", daemon=True)
+    reader.start()
+    try:
+        yield received
+    finally:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        reader.join(5)
+        sock.close()
+
+
+def measure_spread_capacity(fleet: FleetHandle, probe: DbProbe, cpu: CpuMeter, hub: Hub) -> Reply:
     """(b') the same, shaped like the latency phase: single changes spread round-robin over
-    every cluster (so agents send small messages), as fast as the fleet makes them for 5 s;
-    committed changes/s until the hub is idle again."""
+    every cluster (so agents send small messages), as fast as the fleet makes them for 5 s,
+    with one SSE stream open and read as in (d); committed changes/s until the hub is idle
+    again."""
     before = cpu.snapshot()
     trace = RevisionTrace(probe)
-    stamped = fleet.call("stamp", 100_000.0, 5.0, tick=trace.sample)
-    cpu.wait_idle("hub", 120, trace.sample)
+    with drained_stream(hub.url) as streamed:
+        stamped = fleet.call("stamp", 100_000.0, 5.0, tick=trace.sample)
+        cpu.wait_idle("hub", 120, trace.sample)
     trace.sample()
     seconds = trace.time_to(trace.committed)
     return {
@@ -453,6 +486,7 @@ def measure_spread_capacity(fleet: FleetHandle, probe: DbProbe, cpu: CpuMeter) -
         "committed": trace.committed,
         "seconds": seconds,
         "changes_per_s": trace.committed / seconds if seconds else 0.0,
+        "streamed_bytes": streamed[0],
         "cpu_s": cpu.since(before),
     }
 
@@ -575,7 +609,8 @@ DEFINITIONS = {
     "work (upsert by key with a resourceVersion guard, a change row, the counter), of the "
     "same objects and changes in batches of 5000 on the hub's schema; only the write time",
     "spread.changes_per_s": "committed changes/s when single changes are spread round-robin "
-    "over every cluster as fast as the fleet makes them (the latency phase's shape)",
+    "over every cluster as fast as the fleet makes them, one SSE stream open and read (the "
+    "latency phase's shape)",
     "latency": "SSE receive time - wall-clock stamp put in the object just before apply, at "
     "half of the lower of sustained and spread capacity measured in the same run",
     "cpu_s": "CPU seconds per process during the phase (from /proc)",
@@ -719,7 +754,7 @@ def run_live(
             with phase("(b) sustained ingest"):
                 results["sustained"] = measure_sustained(fleet, probe, cpu, p)
             with phase("(b') capacity for spread-out changes"):
-                results["spread"] = measure_spread_capacity(fleet, probe, cpu)
+                results["spread"] = measure_spread_capacity(fleet, probe, cpu, hub)
             with phase("(d) change-to-SSE latency"):
                 before = cpu.snapshot()
                 capacity = min(

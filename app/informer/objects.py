@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -52,9 +52,12 @@ class KindKey:
         return f"{self.api_version}/{self.kind}"
 
 
-@dataclass(frozen=True, slots=True)
-class ResourceKey:
-    """Where an object lives: unique per cluster, stable across delete and re-create."""
+class ResourceKey(NamedTuple):
+    """Where an object lives: unique per cluster, stable across delete and re-create.
+
+    A named tuple, not a frozen dataclass: the writer builds and hashes several per stored
+    change, and a tuple does both in C (3x faster; the dataclass' hash was 1/8 of the hub's
+    samples at full ingest)."""
 
     cluster: str
     api_version: str

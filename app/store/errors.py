@@ -9,6 +9,8 @@ unavailable: the batch is retried whole and nothing is acknowledged, so nothing 
 
 from __future__ import annotations
 
+import sqlite3
+
 from sqlalchemy.exc import (
     DataError,
     DBAPIError,
@@ -27,7 +29,9 @@ _PYTHON_DATA_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, Uni
 
 
 def is_data_error(exc: BaseException) -> bool:
-    if isinstance(exc, DataError | IntegrityError):
+    # sqlite3's own classes too: on SQLite the writer's hot statements go to the driver
+    # directly (`app.store.driver`), so its errors arrive unwrapped.
+    if isinstance(exc, DataError | IntegrityError | sqlite3.IntegrityError | sqlite3.DataError):
         return True
     if isinstance(exc, DBAPIError):
         sqlstate = getattr(exc.orig, "sqlstate", None) or ""
@@ -53,7 +57,7 @@ def is_unavailable(exc: BaseException) -> bool:
         if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
             return True
         return isinstance(exc, OperationalError | InterfaceError)
-    return isinstance(exc, ConnectionError | TimeoutError)
+    return isinstance(exc, ConnectionError | TimeoutError | sqlite3.OperationalError)
 
 
 def is_connection_lost(exc: BaseException) -> bool:

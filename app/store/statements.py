@@ -81,6 +81,9 @@ class Statements:
     live_versions: str
     """uid and resourceVersion of a cluster's live objects of one kind (for digests)."""
     upsert_cluster: str
+    lock_counter: str
+    """Locks the revision counter row (writers serialize here) and returns its value."""
+    set_counter: str
 
     @classmethod
     def for_dialect(cls, dialect: str) -> Statements:
@@ -107,7 +110,9 @@ class Statements:
             f"VALUES ({_marks(dialect, CLUSTER_COLUMNS)}) "
             f"ON CONFLICT (name) DO UPDATE SET {cluster_updates}"
         )
-        return cls(dialect, upsert, change, live, upsert_cluster)
+        lock_counter = "UPDATE revision_counter SET value = value WHERE id = 1 RETURNING value"
+        set_counter = f"UPDATE revision_counter SET value = {p[0]} WHERE id = 1"
+        return cls(dialect, upsert, change, live, upsert_cluster, lock_counter, set_counter)
 
     def stored_keys(self, count: int) -> str:
         """Stored version, tombstone flag, uid and labels (as JSON text) of `count` keys (5

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Text, insert, select, type_coerce, update
+from sqlalchemy import Text, insert, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.informer.deltas import (
@@ -34,9 +34,10 @@ from app.informer.deltas import (
 )
 from app.informer.digest import kind_digest
 from app.informer.objects import EventType, KindKey, ObjectRef, ResourceKey
+from app.store.driver import Driver, driver_for
 from app.store.records import Applied, ChangeRecord, ClusterStatus, RejectionRecord
 from app.store.statements import Statements
-from app.store.tables import clusters, rejections, resources, revision_counter
+from app.store.tables import clusters, rejections, resources
 
 _PREFETCH_CHUNK = 500
 
@@ -79,9 +80,15 @@ class _Batch:
     """The state of one transaction: what is stored, what is pending, what changed."""
 
     def __init__(
-        self, conn: AsyncConnection, sql: Statements, base_revision: int, now: float
+        self,
+        conn: AsyncConnection,
+        driver: Driver,
+        sql: Statements,
+        base_revision: int,
+        now: float,
     ) -> None:
         self.conn = conn
+        self.driver = driver
         self.sql = sql
         self.revision = base_revision
         self.now = now
@@ -102,11 +109,7 @@ class _Batch:
             for key in chunk:
                 self.stored[key] = None
                 params += (key.cluster, key.api_version, key.kind, key.namespace, key.name)
-            result = await self.conn.exec_driver_sql(
-                self.sql.stored_keys(len(chunk)), tuple(params)
-            )
-            rows: list[Any] = list(result)
-            for row in rows:
+            for row in await self.driver.rows(self.sql.stored_keys(len(chunk)), params):
                 key = ResourceKey(row[0], row[1], row[2], row[3], row[4])
                 self.stored[key] = _Stored(row[5], bool(row[6]), row[7], row[8])
 
@@ -267,10 +270,9 @@ class _Batch:
     async def check_digest(self, delta: CheckDigest) -> None:
         await self.flush()
         for kind, theirs in delta.digests.items():
-            result = await self.conn.exec_driver_sql(
+            rows = await self.driver.rows(
                 self.sql.live_versions, (delta.cluster, kind.api_version, kind.kind, False)
             )
-            rows: list[Any] = list(result)
             ours = kind_digest((row[0], row[1]) for row in rows)
             if ours != theirs:
                 self.result.resync.setdefault(delta.cluster, set()).add(kind)
@@ -324,10 +326,10 @@ class _Batch:
 
     async def flush(self) -> None:
         if self.rows:
-            await self.conn.exec_driver_sql(self.sql.upsert_resource, list(self.rows.values()))
+            await self.driver.many(self.sql.upsert_resource, list(self.rows.values()))
             self.rows.clear()
         if self.change_rows:
-            await self.conn.exec_driver_sql(self.sql.insert_change, self.change_rows)
+            await self.driver.many(self.sql.insert_change, self.change_rows)
             self.change_rows.clear()
 
     async def flush_clusters(self) -> None:
@@ -351,7 +353,7 @@ class _Batch:
             if self.cluster_online.get(name) != row["online"]:
                 self.result.clusters.append(ClusterStatus(name, row["online"], row["last_seen"]))
         if rows:
-            await self.conn.exec_driver_sql(self.sql.upsert_cluster, rows)
+            await self.driver.many(self.sql.upsert_cluster, rows)
 
 
 class InventoryWriter:
@@ -373,17 +375,11 @@ class InventoryWriter:
         can never be stored (isolate its culprit) from an outage (retry it whole)."""
         async with self.lock, self._engine.begin() as conn:
             # Lock the counter row first: writers serialize here, so revisions commit in order.
-            await conn.execute(
-                update(revision_counter)
-                .where(revision_counter.c.id == 1)
-                .values(value=revision_counter.c.value)
-            )
-            base = (
-                await conn.execute(
-                    select(revision_counter.c.value).where(revision_counter.c.id == 1)
-                )
-            ).scalar_one()
-            batch = _Batch(conn, self._statements, base, self._clock())
+            # Statements go straight to the driver (`app.store.driver`): a batch of one change
+            # is mostly round trips.
+            driver = await driver_for(conn)
+            [(base,)] = await driver.rows(self._statements.lock_counter)
+            batch = _Batch(conn, driver, self._statements, base, self._clock())
             await batch.prefetch(
                 d.event.ref.key(d.cluster) for d in deltas if isinstance(d, Upsert)
             )
@@ -411,9 +407,5 @@ class InventoryWriter:
             if refused:
                 await conn.execute(insert(rejections), [r.row() for r in refused])
             if batch.revision != base:
-                await conn.execute(
-                    update(revision_counter)
-                    .where(revision_counter.c.id == 1)
-                    .values(value=batch.revision)
-                )
+                await driver.rows(self._statements.set_counter, (batch.revision,))
         return batch.result

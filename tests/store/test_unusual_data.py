@@ -126,6 +126,7 @@ async def test_database_refusals_are_data_errors_outages_are_not(
         assert is_data_error(await fails('SELECT \'{"a": "\\u0000"}\'::jsonb'))
     assert not is_data_error(await fails("SELECT * FROM no_such_table"))
     assert not is_data_error(sqlite3.OperationalError("database is locked"))
+    assert is_data_error(sqlite3.IntegrityError("UNIQUE constraint failed: resources.name"))
     assert not is_data_error(ConnectionResetError())
     assert not is_data_error(TimeoutError())
 

@@ -143,16 +143,19 @@ def rollout(out: Path) -> bool:
         return False
     phases = [
         (name, r[name])
-        for name in ("create", "update")
+        for name in ("rollout", "update")
         if isinstance(r.get(name), dict) and r[name].get("curve")
     ]
     if not phases:
         return False
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, ph in phases:
-        t = [p[0] for p in ph["curve"]]
-        ax.plot(t, [p[1] for p in ph["curve"]], label=f"{name}: Applied")
-        ax.plot(t, [p[2] for p in ph["curve"]], linestyle="--", label=f"{name}: Available")
+        columns = ph.get("curve_columns", ["t_s", "sent", "applied", "available"])
+        t = [p[columns.index("t_s")] for p in ph["curve"]]
+        for column, style in (("applied", "-"), ("available", "--")):
+            i = columns.index(column)
+            label = f"{name}: {column.capitalize()}"
+            ax.plot(t, [p[i] for p in ph["curve"]], linestyle=style, label=label)
     ax.axvline(10, color="grey", linestyle=":", label="goal: all Applied < 10 s")
     ax.set_xlabel("seconds since the request")
     ax.set_ylabel("clusters")

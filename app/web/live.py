@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
+from typing import Generic, TypeVar
 
 from sse_starlette import ServerSentEvent
 
@@ -26,17 +27,18 @@ from app.web.lru import Lru
 
 MAX_BATCH = 200
 """Changes sent to one browser in one SSE message at most."""
+T = TypeVar("T")
 
 
-class RenderCache:
-    """Rendered fragments by (template, revision, type as seen): rendered once, sent to every
-    browser."""
+class RenderCache(Generic[T]):
+    """Rendered fragments (or encoded events) by (template, revision, type as seen):
+    rendered once, sent to every browser."""
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
-        self._items: OrderedDict[tuple[str, int, str], str] = OrderedDict()
+        self._items: OrderedDict[tuple[str, int, str], T] = OrderedDict()
 
-    def get(self, name: str, change: ChangeRecord, render: Callable[[ChangeRecord], str]) -> str:
+    def get(self, name: str, change: ChangeRecord, render: Callable[[ChangeRecord], T]) -> T:
         key = (name, change.revision, change.type)
         html = self._items.get(key)
         if html is None:

@@ -24,12 +24,14 @@ Prints a table and writes bench/results/rollout.json (`--quick`: rollout-quick.j
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ import httpx
 from app.broker import Mosquitto
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hub_profile import sampled
 from ingest import (
     AUTH,
     ROOT,
@@ -65,6 +68,7 @@ class Params:
     poll_s: float
     timeout_s: float
     quick: bool
+    profile: bool
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Params:
@@ -75,6 +79,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Params:
     parser.add_argument("--poll", type=float, default=0.1, help="seconds between samples")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per phase")
     parser.add_argument("--quick", action="store_true", help="200 clusters in 2 processes")
+    parser.add_argument("--profile", action="store_true", help="sample the hub with py-spy")
     a = parser.parse_args(argv)
     return Params(
         clusters=a.clusters or (200 if a.quick else 1000),
@@ -83,6 +88,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Params:
         poll_s=a.poll,
         timeout_s=a.timeout,
         quick=a.quick,
+        profile=a.profile,
     )
 
 
@@ -259,6 +265,13 @@ def run(p: Params, results: Reply) -> None:
             results["hub_log"] = hub_log_summary(tmp / "hub.log")
 
 
+def profiled(hub: Hub, p: Params, name: str, results: Reply) -> AbstractContextManager[None]:
+    if not p.profile:
+        return contextlib.nullcontext()
+    out = ROOT / "bench" / "results" / f"hub-rollout-{name}.folded"
+    return sampled(hub.pid, out, results.setdefault("hub_profile", {}).setdefault(name, {}))
+
+
 def run_live(p: Params, results: Reply, broker: Mosquitto, hub: Hub) -> None:
     assert broker.process is not None
     print(f"starting {p.clusters} agents in {p.processes} processes...", flush=True)
@@ -275,11 +288,11 @@ def run_live(p: Params, results: Reply, broker: Mosquitto, hub: Hub) -> None:
                 "hub_idle_after_s": round(time.monotonic() - started, 1),
                 "waited_online_s": round(online, 1),
             }
-            print("rollout...", flush=True)
-            results["rollout"] = measure(http, cpu, p, update=False)
-            cpu.wait_idle("hub", 60, lambda: None)
-            print("update...", flush=True)
-            results["update"] = measure(http, cpu, p, update=True)
+            for name, update in (("rollout", False), ("update", True)):
+                print(f"{name}...", flush=True)
+                with profiled(hub, p, name, results):
+                    results[name] = measure(http, cpu, p, update=update)
+                cpu.wait_idle("hub", 60, lambda: None)
     finally:
         with ThreadPoolExecutor(len(fleets)) as pool:
             list(pool.map(lambda fleet: fleet.close(), fleets))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import statistics
 import sys
 import tempfile
@@ -263,6 +264,8 @@ def run(p: Params, results: Reply) -> None:
                 run_live(p, results, broker, hub)
         finally:
             results["hub_log"] = hub_log_summary(tmp / "hub.log")
+            if (tmp / "hub.log").exists():
+                shutil.copy(tmp / "hub.log", results_path(p).with_name("hub-rollout.log"))
 
 
 def profiled(hub: Hub, p: Params, name: str, results: Reply) -> AbstractContextManager[None]:

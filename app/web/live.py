@@ -85,9 +85,7 @@ async def change_fragments(
         while not sub.overflowed:
             # everything already waiting goes out as one message: under load the cost per
             # send (the server's, the socket's), not per change, dominates
-            items = [await sub.queue.get()]
-            while not sub.queue.empty() and len(items) < MAX_BATCH:
-                items.append(sub.queue.get_nowait())
+            items = await sub.take(MAX_BATCH)
             fresh = [
                 seen
                 for i in items

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import re
 
+from app.access.roles import ClusterScope
+from app.informer.selectors import FieldSelector, LabelSelector
 from app.store.queries import ResourceQuery
 from app.store.records import ChangeRecord
 from app.web.live import RenderCache
@@ -55,3 +57,17 @@ async def test_a_change_is_encoded_once_for_every_stream_that_sends_it(
 
     cached = cache.get("sse", change, encode_again)
     assert sent == [cached] * 3 and cached == encoded_change(change)
+
+
+def test_only_a_query_without_filters_or_scope_admits_everything() -> None:
+    assert ResourceQuery().admits_everything
+    narrowed = [
+        ResourceQuery(cluster="c1"),
+        ResourceQuery(kind="Pod"),
+        ResourceQuery(namespace="default"),
+        ResourceQuery(labels=LabelSelector.parse("app=web")),
+        ResourceQuery(fields=FieldSelector.parse("metadata.name=x")),
+        ResourceQuery(name_contains="x"),
+        ResourceQuery(scope=ClusterScope.parse("env=dev")),
+    ]
+    assert not any(q.admits_everything for q in narrowed)

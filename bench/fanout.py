@@ -31,11 +31,13 @@ import argparse
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import re
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -49,6 +51,7 @@ from app.broker import Mosquitto
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import overview_load
 from fleet import T0_ANNOTATION, cluster_name
+from hub_profile import sampled
 from ingest import (
     AUTH,
     BENCH_TOKEN,
@@ -83,6 +86,7 @@ class Params:
     dashboard_clusters: int
     dashboard_seconds: float
     quick: bool
+    profile: bool
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Params:
@@ -98,6 +102,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Params:
     parser.add_argument("--dashboard-clusters", type=int, help="default 10000")
     parser.add_argument("--dashboard-seconds", type=float, help="each phase (default 20)")
     parser.add_argument("--quick", action="store_true", help="200 streams, 2,000 clusters")
+    parser.add_argument("--profile", action="store_true", help="sample the hub with py-spy")
     a = parser.parse_args(argv)
     q = a.quick
     return Params(
@@ -112,6 +117,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Params:
         dashboard_clusters=a.dashboard_clusters or (2000 if q else 10_000),
         dashboard_seconds=a.dashboard_seconds or (8.0 if q else 20.0),
         quick=q,
+        profile=a.profile,
     )
 
 
@@ -277,8 +283,15 @@ def histogram_percentile(histogram: list[int], pct: float) -> float | None:
     return float(len(histogram) - 1)
 
 
+def profiled(hub: Hub, p: Params, watch: str, summary: Reply) -> AbstractContextManager[None]:
+    if not p.profile:
+        return contextlib.nullcontext()
+    return sampled(hub.pid, results_path(p).with_name(f"hub-fanout-{watch}.folded"), summary)
+
+
 def measure_streams(fleet: FleetHandle, hub: Hub, cpu: CpuMeter, p: Params, watch: str) -> Reply:
     paths = stream_paths(p, watch)
+    profile: Reply = {}
     share = -(-len(paths) // p.readers)
     readers = [ReaderHandle(hub.url, paths[i : i + share]) for i in range(0, len(paths), share)]
     try:
@@ -288,7 +301,8 @@ def measure_streams(fleet: FleetHandle, hub: Hub, cpu: CpuMeter, p: Params, watc
         for r in readers:
             r.call("reset")
         before, started = cpu.snapshot(), time.monotonic()
-        stamped = fleet.call("stamp", p.rate, p.seconds)
+        with profiled(hub, p, watch, profile):
+            stamped = fleet.call("stamp", p.rate, p.seconds)
         events, quiet_since = -1, time.monotonic()
         while time.monotonic() - quiet_since < QUIET_S and time.monotonic() - started < 120:
             now = sum(r.call("stats")["events"] for r in readers)
@@ -324,6 +338,8 @@ def measure_streams(fleet: FleetHandle, hub: Hub, cpu: CpuMeter, p: Params, watc
         "cores": cores,
         "reader_cores": round(sum(v for k, v in cores.items() if k.startswith("readers")), 3),
         "cpu_s": used,
+        "load_avg_after": os.getloadavg(),
+        **({"hub_profile": profile} if p.profile else {}),
     }
 
 

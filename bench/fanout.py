@@ -33,6 +33,7 @@ import contextlib
 import multiprocessing
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -442,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             finally:
                 with contextlib.suppress(OSError):
                     results["hub_log"] = hub_log_summary(tmp / "hub.log")
+                    shutil.copy(tmp / "hub.log", results_path(p).with_name("hub-fanout.log"))
             if p.dashboards:
                 print(f"{p.dashboards} overviews at {p.dashboard_clusters:,} clusters...")
                 results["dashboards"] = run_dashboards(p, tmp)

@@ -63,7 +63,7 @@ async def change_fragments(
     def accepts(item: FeedItem) -> bool:
         return isinstance(item, ChangeRecord) and query.matches(item)
 
-    with hub.feed.subscribe(accepts) as sub:
+    with hub.feed.subscribe(accepts, cluster=query.cluster) as sub:
         last = since
         # A page rendered moments ago is usually current: everything after it will reach the
         # subscription made above, so skip the database (200 browsers reconnecting at once

@@ -123,7 +123,7 @@ async def stream_events(
     hub: HubService, encoded: RenderCache[bytes], query: ResourceQuery, since: int | None
 ) -> AsyncIterator[ServerSentEvent | bytes]:
     everything = query.admits_everything
-    with hub.feed.subscribe(_accepts(query, clusters_too=True)) as sub:
+    with hub.feed.subscribe(_accepts(query, clusters_too=True), cluster=query.cluster) as sub:
         if since is None:
             last = await queries.current_revision(hub.engine)
             yield ServerSentEvent(data="{}", event="BOOKMARK", id=str(last))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from app.hub.feed import ChangeFeed
+from app.hub.feed import ChangeFeed, FeedItem
 from app.store.records import ChangeRecord, ClusterStatus
 from tests.objects import pod
 
@@ -52,3 +52,20 @@ async def test_a_subscriber_past_its_bound_is_dropped_after_what_it_had() -> Non
         assert slow.overflowed and feed.subscribers == 1 and not idle.overflowed
         assert [c.revision for c in await slow.take(200)] == [1, 2]
         assert await asyncio.wait_for(slow.take(200), 1) == []  # drained: the stream ends
+
+
+async def test_a_subscription_to_one_cluster_is_asked_about_that_cluster_only() -> None:
+    feed = ChangeFeed()
+    asked: list[FeedItem] = []
+
+    def accepts(item: FeedItem) -> bool:
+        asked.append(item)
+        return True
+
+    mine, status = _change(1, "a"), ClusterStatus("a", True, 1.0)
+    with feed.subscribe(accepts, cluster="a") as sub, feed.subscribe(None) as everything:
+        assert feed.subscribers == 2
+        feed.publish([mine, _change(2, "b"), status, ClusterStatus("b", False, 1.0)])
+        assert await sub.take(200) == asked == [mine, status]
+        assert len(await everything.take(200)) == 4
+    assert feed.subscribers == 0

@@ -31,6 +31,8 @@ bench: $(STAMP) mosquitto-installed
 	$(BIN)/python bench/flood.py
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/overview_load.py --compare ed68964
+	$(BIN)/python bench/rollout.py
+	$(BIN)/python bench/fanout.py
 
 # The fault matrix (docs/faults.md): every row, about 9 minutes on 2 cores. FAULTS_ARGS
 # passes options, e.g. FAULTS_ARGS="--rows hub-sigkill,etcd --quick".

@@ -35,6 +35,8 @@ bench: $(STAMP) mosquitto-installed
 	$(BIN)/python bench/dashboards.py $(BENCH_ARGS)
 	$(BIN)/python bench/flood.py $(BENCH_ARGS)
 	$(BIN)/python bench/overview_load.py --compare ed68964 $(BENCH_ARGS)
+	$(BIN)/python bench/rollout.py $(BENCH_ARGS)
+	$(BIN)/python bench/fanout.py $(BENCH_ARGS)
 	$(BIN)/python bench/charts.py
 
 bench-quick:

@@ -42,11 +42,12 @@ def cluster_name(index: int) -> str:
     return f"bench-{index:03d}"
 
 
-def build_clusters(clusters: int, objects: int) -> list[SimulatedCluster]:
-    """The same clusters (seeded) in every process that asks: the fleet and the raw store."""
+def build_clusters(clusters: int, objects: int, first: int = 0) -> list[SimulatedCluster]:
+    """The same clusters (seeded) in every process that asks: the fleet and the raw store.
+    `first` is the index of the first: several fleet processes each run their own range."""
     return [
         SimulatedCluster(cluster=cluster_name(i), objects=objects, churn_per_s=0, seed=i)
-        for i in range(clusters)
+        for i in range(first, first + clusters)
     ]
 
 
@@ -63,8 +64,8 @@ class CountingIndex(PublishedIndex):
 
 
 class Fleet:
-    def __init__(self, broker_url: str, clusters: int, objects: int) -> None:
-        self.sims = build_clusters(clusters, objects)
+    def __init__(self, broker_url: str, clusters: int, objects: int, first: int = 0) -> None:
+        self.sims = build_clusters(clusters, objects, first)
         self.agents = [
             Agent(cluster=sim.cluster, source=sim, broker_url=broker_url, labels={"bench": "1"})
             for sim in self.sims
@@ -161,8 +162,10 @@ class Fleet:
         return {"stamped": sent, "seconds": loop.time() - started}
 
 
-async def _serve(conn: Connection, broker_url: str, clusters: int, objects: int) -> None:
-    fleet = Fleet(broker_url, clusters, objects)
+async def _serve(
+    conn: Connection, broker_url: str, clusters: int, objects: int, first: int
+) -> None:
+    fleet = Fleet(broker_url, clusters, objects, first)
     conn.send({"ready": True})
     while True:
         command, *args = await asyncio.to_thread(conn.recv)
@@ -185,9 +188,11 @@ async def _serve(conn: Connection, broker_url: str, clusters: int, objects: int)
         conn.send(reply)
 
 
-def run_fleet(conn: Connection, broker_url: str, clusters: int, objects: int) -> None:
+def run_fleet(
+    conn: Connection, broker_url: str, clusters: int, objects: int, first: int = 0
+) -> None:
     """The child process' entry point."""
     logging.basicConfig(level=logging.WARNING, format="fleet %(levelname)s %(name)s: %(message)s")
     logging.getLogger("gmqtt").setLevel(logging.ERROR)
     tune_gc()  # as `transport-informer agent` does
-    asyncio.run(_serve(conn, broker_url, clusters, objects))
+    asyncio.run(_serve(conn, broker_url, clusters, objects, first))

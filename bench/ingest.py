@@ -243,11 +243,11 @@ class RevisionTrace:
 class FleetHandle:
     """The parent's side of the fleet process: one command at a time, one reply each."""
 
-    def __init__(self, broker_url: str, clusters: int, objects: int) -> None:
+    def __init__(self, broker_url: str, clusters: int, objects: int, first: int = 0) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self.process = ctx.Process(
-            target=run_fleet, args=(child, broker_url, clusters, objects), daemon=True
+            target=run_fleet, args=(child, broker_url, clusters, objects, first), daemon=True
         )
         self.process.start()
         self._wait(self._conn, 120.0)

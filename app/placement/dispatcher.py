@@ -73,6 +73,10 @@ def choose_clusters(
     return picked[: int(limit)] if isinstance(limit, int) and limit > 0 else picked
 
 
+DUE_PAGE = 200
+"""Rows read from the outbox at a time."""
+
+
 def resend_delay(attempts: int, base_s: float = 5.0, cap_s: float = 60.0) -> float:
     return float(min(cap_s, base_s * 2 ** max(0, attempts)))
 
@@ -141,9 +145,20 @@ class Dispatcher:
         return bool(await store.deliveries_of(self._engine, workload))
 
     async def _send_due(self, workloads: dict[str, WorkloadRow]) -> None:
+        """Send every due row, a page (`DUE_PAGE`) at a time, until none is due or the
+        broker is away: a workload on thousands of clusters goes out in one pass, not a
+        page per second."""
+        while True:
+            due = await store.due_deliveries(self._engine, self._clock(), DUE_PAGE)
+            if not await self._send_page(workloads, due) or len(due) < DUE_PAGE:
+                return
+
+    async def _send_page(self, workloads: dict[str, WorkloadRow], due: list[DeliveryRow]) -> bool:
+        """Send `due`; False if the broker stopped taking messages part way."""
         now = self._clock()
         sent: list[tuple[DeliveryRow, float]] = []
-        for row in await store.due_deliveries(self._engine, now):
+        complete = True
+        for row in due:
             w = workloads.get(row.workload)
             if row.removing or w is None:
                 message: WorkloadApply | WorkloadRemove = WorkloadRemove(
@@ -162,12 +177,14 @@ class Dispatcher:
                 await asyncio.wait_for(self._send(row.cluster, message), 5)
             except TimeoutError:
                 log.warning("broker away: delivery of %s to %s waits", row.workload, row.cluster)
+                complete = False
                 break
             sent.append((row, now + resend_delay(row.attempts)))
         if sent:
             await store.mark_sent(self._engine, sent, now, self._lock)
             if self.on_change:
                 self.on_change(sorted({r.workload for r, _ in sent}))
+        return complete
 
     async def _send(
         self, cluster: str, message: WorkloadApply | WorkloadRemove | WorkloadStatusResync
@@ -187,12 +204,15 @@ class Dispatcher:
         before it acknowledges them to the broker)."""
         now = self._clock()
         touched: set[str] = set()
-        for cluster, message in items:
+        statuses: list[tuple[str, WorkloadStatus]] = []
+        for cluster, message in [*items, ("", None)]:  # the sentinel writes what is left
             if isinstance(message, WorkloadStatus):
-                touched.update(
-                    await store.record_status(self._engine, cluster, [message], now, self._lock)
-                )
-            elif isinstance(message, WorkloadResync):
+                statuses.append((cluster, message))
+                continue
+            if statuses:  # the statuses since the last resync: one transaction for them all
+                touched.update(await store.record_statuses(self._engine, statuses, now, self._lock))
+                statuses = []
+            if isinstance(message, WorkloadResync):
                 stray = await store.resync_cluster(
                     self._engine, cluster, message.held, now, self._lock
                 )

@@ -101,6 +101,23 @@ class ResourceQuery:
         labels = self.cluster_labels.get(cluster)
         return self.scope.admits(dict(labels) if labels is not None else None)
 
+    @property
+    def admits_everything(self) -> bool:
+        """No filter and no cluster scope: every change passes, as itself. A stream of
+        everything skips the per-change checks (with 1,000 streams, they were a third of
+        the hub's time)."""
+        return (
+            self.cluster is None
+            and self.kind is None
+            and self.group is None
+            and self.api_version is None
+            and self.namespace is None
+            and not self.labels
+            and not self.fields
+            and not self.name_contains
+            and self.scope.everything
+        )
+
     def matches(self, change: ChangeRecord) -> bool:
         """Whether a watch with this filter sees `change` (see `event_type`)."""
         return self.event_type(change) is not None
@@ -127,6 +144,8 @@ class ResourceQuery:
             and self.fields.matches(change.namespace, change.name)
         ):
             return None
+        if not self.labels.requirements:
+            return change.type
         now = self.labels.matches(change.labels)
         if change.prev_labels is None or not self.labels.requirements:
             return change.type if now else None

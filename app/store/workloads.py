@@ -12,7 +12,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.store.audit import AuditRecord, add_audit
@@ -252,33 +252,21 @@ async def sync_deliveries(
         have = {
             (r.workload, r.cluster): _delivery(r) for r in await conn.execute(select(deliveries))
         }
+        added: list[dict[str, Any]] = []
+        rearmed: list[dict[str, Any]] = []
         for (workload, cluster), version in want.items():
             row = have.get((workload, cluster))
             if row is None:
-                await conn.execute(
-                    deliveries.insert().values(
-                        workload=workload,
-                        cluster=cluster,
-                        version_wanted=version,
-                        version_sent=0,
-                        version_acked=0,
-                        removing=False,
-                        conditions=[],
-                        feedback={},
-                        last_error="",
-                        status_hash="",
-                        attempts=0,
-                        next_send_at=0.0,
-                        sent_at=0.0,
-                        updated_at=now,
-                    )
-                )
-                changed += 1
+                added.append(_new_delivery(workload, cluster, version, now))
             elif row.version_wanted != version or row.removing:
-                await _rearm(
-                    conn, workload, cluster, version_wanted=version, removing=False, now=now
-                )
-                changed += 1
+                rearmed.append({"w": workload, "c": cluster, "v": version})
+        # one statement each, however many clusters: a workload placed on (or changed on)
+        # thousands of clusters holds the writer's lock for one executemany, not thousands
+        if added:
+            await conn.execute(deliveries.insert(), added)
+        if rearmed:
+            await conn.execute(_REARM_VERSION.values(updated_at=now), rearmed)
+        changed += len(added) + len(rearmed)
         for (workload, cluster), row in have.items():
             if (workload, cluster) in want or row.removing:
                 continue
@@ -296,6 +284,36 @@ async def sync_deliveries(
                 delete(workloads).where(workloads.c.name == name, workloads.c.deleting.is_(True))
             )
     return changed
+
+
+def _new_delivery(workload: str, cluster: str, version: int, now: float) -> dict[str, Any]:
+    return {
+        "workload": workload,
+        "cluster": cluster,
+        "version_wanted": version,
+        "version_sent": 0,
+        "version_acked": 0,
+        "removing": False,
+        "conditions": [],
+        "feedback": {},
+        "last_error": "",
+        "status_hash": "",
+        "attempts": 0,
+        "next_send_at": 0.0,
+        "sent_at": 0.0,
+        "updated_at": now,
+    }
+
+
+_THIS_DELIVERY = (deliveries.c.workload == bindparam("w")) & (
+    deliveries.c.cluster == bindparam("c")
+)
+"""The row of (workload `w`, cluster `c`), for statements run with many parameter sets."""
+_REARM_VERSION = (
+    update(deliveries)
+    .where(_THIS_DELIVERY)
+    .values(version_wanted=bindparam("v"), removing=False, attempts=0, next_send_at=0.0)
+)
 
 
 async def _rearm(
@@ -330,18 +348,24 @@ async def mark_sent(
     now: float,
     lock: asyncio.Lock | None = None,
 ) -> None:
+    if not sent:
+        return
+    stmt = (
+        update(deliveries)
+        .where(_THIS_DELIVERY)
+        .values(
+            version_sent=bindparam("v"),
+            attempts=bindparam("a"),
+            sent_at=now,
+            next_send_at=bindparam("n"),
+        )
+    )
+    params = [
+        {"w": r.workload, "c": r.cluster, "v": r.version_wanted, "a": r.attempts + 1, "n": n}
+        for r, n in sent
+    ]
     async with _locked(lock), engine.begin() as conn:
-        for row, next_send_at in sent:
-            await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.workload == row.workload, deliveries.c.cluster == row.cluster)
-                .values(
-                    version_sent=row.version_wanted,
-                    attempts=row.attempts + 1,
-                    sent_at=now,
-                    next_send_at=next_send_at,
-                )
-            )
+        await conn.execute(stmt, params)  # one executemany for the whole pass
 
 
 async def record_status(
@@ -351,14 +375,25 @@ async def record_status(
     now: float,
     lock: asyncio.Lock | None = None,
 ) -> list[str]:
-    """Apply agents' status messages; return the workloads whose delivery state changed.
+    """`record_statuses` of one cluster."""
+    return await record_statuses(engine, [(cluster, s) for s in statuses], now, lock)
+
+
+async def record_statuses(
+    engine: AsyncEngine,
+    statuses: Sequence[tuple[str, Any]],
+    now: float,
+    lock: asyncio.Lock | None = None,
+) -> list[str]:
+    """Apply agents' status messages, (cluster, status) in arrival order, in one
+    transaction; return the workloads whose delivery state changed.
 
     A status for a version older than wanted only updates conditions if it is for the acked
     version; a removal ack deletes the row.
     """
     touched: list[str] = []
     async with _locked(lock), engine.begin() as conn:
-        for status in statuses:
+        for cluster, status in statuses:
             where = (deliveries.c.workload == status.workload) & (deliveries.c.cluster == cluster)
             row = (await conn.execute(select(deliveries).where(where))).first()
             if row is None:

@@ -113,7 +113,8 @@ def create_app(settings: HubSettings) -> FastAPI:
         async with HubService(settings) as hub, asyncio.TaskGroup() as tasks:
             app.state.hub = hub
             access.csrf_key = await hub_key(hub.engine, "csrf", hub.writer.lock)
-            app.state.render_cache = RenderCache()
+            app.state.render_cache = RenderCache[str]()
+            app.state.encoded_events = RenderCache[bytes]()
             app.state.pulse = pulse = FleetPulse(
                 hub, group_labels=group_labels(settings.dashboard_group_labels)
             )

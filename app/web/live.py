@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
+from typing import Generic, TypeVar
 
 from sse_starlette import ServerSentEvent
 
@@ -26,17 +27,18 @@ from app.web.lru import Lru
 
 MAX_BATCH = 200
 """Changes sent to one browser in one SSE message at most."""
+T = TypeVar("T")
 
 
-class RenderCache:
-    """Rendered fragments by (template, revision, type as seen): rendered once, sent to every
-    browser."""
+class RenderCache(Generic[T]):
+    """Rendered fragments (or encoded events) by (template, revision, type as seen):
+    rendered once, sent to every browser."""
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
-        self._items: OrderedDict[tuple[str, int, str], str] = OrderedDict()
+        self._items: OrderedDict[tuple[str, int, str], T] = OrderedDict()
 
-    def get(self, name: str, change: ChangeRecord, render: Callable[[ChangeRecord], str]) -> str:
+    def get(self, name: str, change: ChangeRecord, render: Callable[[ChangeRecord], T]) -> T:
         key = (name, change.revision, change.type)
         html = self._items.get(key)
         if html is None:
@@ -61,7 +63,7 @@ async def change_fragments(
     def accepts(item: FeedItem) -> bool:
         return isinstance(item, ChangeRecord) and query.matches(item)
 
-    with hub.feed.subscribe(accepts) as sub:
+    with hub.feed.subscribe(accepts, cluster=query.cluster) as sub:
         last = since
         # A page rendered moments ago is usually current: everything after it will reach the
         # subscription made above, so skip the database (200 browsers reconnecting at once
@@ -83,9 +85,7 @@ async def change_fragments(
         while not sub.overflowed:
             # everything already waiting goes out as one message: under load the cost per
             # send (the server's, the socket's), not per change, dominates
-            items = [await sub.queue.get()]
-            while not sub.queue.empty() and len(items) < MAX_BATCH:
-                items.append(sub.queue.get_nowait())
+            items = await sub.take(MAX_BATCH)
             fresh = [
                 seen
                 for i in items

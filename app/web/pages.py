@@ -60,8 +60,8 @@ def templates_of(request: Request) -> Jinja2Templates:
     return templates
 
 
-def _cache(request: Request) -> RenderCache:
-    cache: RenderCache = request.app.state.render_cache
+def _cache(request: Request) -> RenderCache[str]:
+    cache: RenderCache[str] = request.app.state.render_cache
     return cache
 
 

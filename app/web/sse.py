@@ -34,6 +34,12 @@ Events; `data` is one line of JSON (the TypedDicts of `app.web.wire`):
   UTC as in `GET /clusters`, null if the cluster was never seen.
 - A client too slow for the live feed is disconnected; it resumes from its Last-Event-ID
   out of the log.
+
+Cost at many streams: each change is encoded (JSON and SSE framing) once per process and
+per type as seen (`RenderCache[bytes]`, the change's bytes shared by every stream that
+sends it), and the live changes waiting for one stream go out together in one write of
+at most `MAX_BATCH` events: a stream costs a filter check and a send per wake-up, not an
+encoding and a send per change.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from app.store.queries import ResourceQuery
 from app.store.records import ChangeRecord, ClusterStatus
 from app.web.auth import ViewerDep, needs
 from app.web.deps import HubDep, QueryDep
+from app.web.live import MAX_BATCH, RenderCache
 from app.web.openapi import STREAM_ERRORS
 from app.web.resilience import RetryingRoute
 from app.web.streams import event_stream
@@ -69,6 +76,10 @@ def change_event(change: ChangeRecord) -> ServerSentEvent:
     return ServerSentEvent(
         data=orjson.dumps(data).decode(), event=change.type, id=str(change.revision)
     )
+
+
+def encoded_change(change: ChangeRecord) -> bytes:
+    return change_event(change).encode()
 
 
 def cluster_event(status: ClusterStatus) -> ServerSentEvent:
@@ -93,6 +104,9 @@ def _since(last_event_id: str | None, resource_version: str | None) -> int | Non
 
 
 def _accepts(query: ResourceQuery, clusters_too: bool) -> Any:
+    if query.admits_everything and clusters_too:
+        return None  # the feed's "everything": no call per item
+
     def accepts(item: FeedItem) -> bool:
         if isinstance(item, ChangeRecord):
             return query.matches(item)
@@ -105,10 +119,11 @@ def _accepts(query: ResourceQuery, clusters_too: bool) -> Any:
     return accepts
 
 
-async def _events(
-    hub: HubService, request: Request, query: ResourceQuery, since: int | None
-) -> AsyncIterator[ServerSentEvent]:
-    with hub.feed.subscribe(_accepts(query, clusters_too=True)) as sub:
+async def stream_events(
+    hub: HubService, encoded: RenderCache[bytes], query: ResourceQuery, since: int | None
+) -> AsyncIterator[ServerSentEvent | bytes]:
+    everything = query.admits_everything
+    with hub.feed.subscribe(_accepts(query, clusters_too=True), cluster=query.cluster) as sub:
         if since is None:
             last = await queries.current_revision(hub.engine)
             yield ServerSentEvent(data="{}", event="BOOKMARK", id=str(last))
@@ -128,13 +143,19 @@ async def _events(
                 if page.caught_up:
                     break
         while not sub.overflowed:
-            item = await sub.queue.get()
-            if isinstance(item, ClusterStatus):
-                if query.in_scope(item.name):  # its labels may have changed since
-                    yield cluster_event(item)
-            elif item.revision > last and (seen := query.seen_as(item)) is not None:
-                last = item.revision
-                yield change_event(seen)
+            items = await sub.take(MAX_BATCH)
+            out: list[bytes] = []
+            for item in items:
+                if isinstance(item, ClusterStatus):
+                    if query.in_scope(item.name):  # its labels may have changed since
+                        out.append(cluster_event(item).encode())
+                elif item.revision <= last:
+                    continue
+                elif (seen := item if everything else query.seen_as(item)) is not None:
+                    last = item.revision
+                    out.append(encoded.get("sse", seen, encoded_change))
+            if out:
+                yield b"".join(out)
 
 
 @router.get("/stream", tags=["resources"], response_class=EventSourceResponse)
@@ -151,4 +172,5 @@ async def stream(
     in the principal's scope (a cluster out of it streams nothing, as an unknown one)."""
     since = _since(last_event_id, resource_version)
     query = dataclasses.replace(query, cluster=cluster)
-    return event_stream(request, principal, _events(hub, request, query, since))
+    encoded: RenderCache[bytes] = request.app.state.encoded_events
+    return event_stream(request, principal, stream_events(hub, encoded, query, since))

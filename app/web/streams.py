@@ -76,7 +76,7 @@ class LimitedEventSource(EventSourceResponse):
 def event_stream(
     request: Request,
     principal: Principal,
-    events: AsyncIterator[ServerSentEvent],
+    events: AsyncIterator[ServerSentEvent | bytes],
     *,
     ping: int = PING_S,
 ) -> EventSourceResponse:

@@ -66,7 +66,11 @@ class Subscription:
             self._ready.clear()
             await self._ready.wait()
         items = self._items
-        return [items.popleft() for _ in range(min(most, len(items)))]
+        if len(items) <= most:  # the usual case: everything, copied at C speed
+            taken = list(items)
+            items.clear()
+            return taken
+        return [items.popleft() for _ in range(most)]
 
 
 class ChangeFeed:

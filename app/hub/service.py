@@ -23,6 +23,7 @@ from app.hub.feed import ChangeFeed
 from app.hub.hub_pki import HubPki
 from app.hub.identity import ClusterIdentity
 from app.hub.ingest import Ingest
+from app.hub.outbox import Outbox
 from app.hub.quota import ClusterQuota, OverQuota, QuotaSettings
 from app.hub.registry import ClusterRegistry, InMemoryRegistry, RedisRegistry
 from app.informer.objects import KindKey
@@ -84,10 +85,14 @@ class HubService:
                 calm_s=settings.quota_calm_s,
             )
         )
+        self.outbox = Outbox(self._publish)
+        """Hub -> agent messages decided inside ingest (resync requests, answers to
+        workload resyncs): ingest never waits on the broker."""
         self.dispatcher = Dispatcher(
             engine=self.engine,
             lock=self.writer.lock,
             publish=self._publish,
+            answer=self.outbox.send,
             source=settings.source,
         )
         self.ingest = Ingest(
@@ -97,6 +102,7 @@ class HubService:
             registry=self.registry,
             request_resync=self.request_resync,
             batch_max_events=settings.batch_max_events,
+            heartbeat_linger_s=settings.heartbeat_linger_s,
             lease_heartbeats=settings.offline_after_heartbeats,
             on_workload_messages=self.dispatcher.on_agent_messages,
             quota=quota,
@@ -138,6 +144,7 @@ class HubService:
         # The loops start before the link so nothing the broker delivers waits on them.
         self._loops = [
             tasks.create_task(self.ingest.run()),
+            tasks.create_task(self.outbox.run()),
             tasks.create_task(self._upkeep()),
             tasks.create_task(self._checkpoints()),
             tasks.create_task(self.dispatcher.run()),
@@ -177,15 +184,9 @@ class HubService:
             data=resync_request_data(kinds),
         )
         log.info("asking %s to relist %s", cluster, ", ".join(map(str, kinds)) or "everything")
-        try:
-            await asyncio.wait_for(
-                self.link.publish(
-                    topics.source_events(self.settings.source, cluster), cloudevents.encode(event)
-                ),
-                5,
-            )
-        except TimeoutError:
-            log.warning("could not ask %s to relist (broker away); its next digest will", cluster)
+        self.outbox.put(
+            topics.source_events(self.settings.source, cluster), cloudevents.encode(event)
+        )
 
     async def _upkeep(self) -> None:
         s = self.settings

@@ -78,8 +78,6 @@ class Statements:
     writer compared with the stored version inside the same transaction (the only writer,
     serialized on the revision counter), and a snapshot may replace a higher version."""
     insert_change: str
-    live_versions: str
-    """uid and resourceVersion of a cluster's live objects of one kind (for digests)."""
     upsert_cluster: str
 
     @classmethod
@@ -94,11 +92,6 @@ class Statements:
             f"INSERT INTO changes ({', '.join(CHANGE_COLUMNS)}) "
             f"VALUES ({_marks(dialect, CHANGE_COLUMNS)})"
         )
-        p = ("$1", "$2", "$3", "$4") if dialect == "postgresql" else ("?",) * 4
-        live = (
-            "SELECT uid, resource_version FROM resources WHERE cluster = {} AND api_version = {} "
-            "AND kind = {} AND deleted = {}"
-        ).format(*p)
         cluster_updates = ", ".join(
             f"{c} = excluded.{c}" for c in CLUSTER_COLUMNS if c not in ("name", "first_seen")
         )
@@ -107,7 +100,21 @@ class Statements:
             f"VALUES ({_marks(dialect, CLUSTER_COLUMNS)}) "
             f"ON CONFLICT (name) DO UPDATE SET {cluster_updates}"
         )
-        return cls(dialect, upsert, change, live, upsert_cluster)
+        return cls(dialect, upsert, change, upsert_cluster)
+
+    def live_versions_of(self, count: int) -> str:
+        """Kind, uid and resourceVersion of the live objects of `count` clusters (one
+        parameter each): the digests of a whole batch in one statement (covered by
+        `ix_resources_digest`)."""
+        marks = (
+            ", ".join(f"${i}" for i in range(1, count + 1))
+            if self.dialect == "postgresql"
+            else ", ".join("?" * count)
+        )
+        return (
+            "SELECT cluster, api_version, kind, uid, resource_version FROM resources "
+            f"WHERE cluster IN ({marks}) AND deleted = FALSE"
+        )
 
     def stored_keys(self, count: int) -> str:
         """Stored version, tombstone flag, uid and labels (as JSON text) of `count` keys (5

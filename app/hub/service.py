@@ -201,6 +201,7 @@ class HubService:
                     retain_rejections=s.retain_rejections,
                     retain_audit=s.retain_audit,
                     lock=self.writer.lock,
+                    ingest_lag_s=self.ingest.oldest_queued_s(),
                 )
                 if offline:
                     self.feed.publish(offline)

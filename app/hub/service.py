@@ -30,7 +30,7 @@ from app.hub.registry import ClusterRegistry, InMemoryRegistry, RedisRegistry
 from app.informer.objects import KindKey
 from app.placement.dispatcher import Dispatcher
 from app.store import queries
-from app.store.db import checkpoint, create_engine
+from app.store.db import analyze, checkpoint, create_engine
 from app.store.migrate import upgrade_async
 from app.store.writer import InventoryWriter
 from app.transport import cloudevents, topics
@@ -40,6 +40,10 @@ from app.transport.mqtt import LinkOptions, MqttLink
 
 log = logging.getLogger(__name__)
 
+ANALYZE_FIRST_S = 60.0
+ANALYZE_EVERY_S = 600.0
+"""Upkeep refreshes SQLite's planner statistics a minute after start, then every 10 min
+(`store.db.analyze`): the fleet grows, and plans chosen for a small one go wrong."""
 TRIM_EVERY_S = 30.0
 """How often upkeep hands the heap's free pages back to the OS (`heap.py`; ~25 ms)."""
 
@@ -195,11 +199,18 @@ class HubService:
     async def _upkeep(self) -> None:
         s = self.settings
         trimmed = time.monotonic()
+        analyzed = time.monotonic() - ANALYZE_EVERY_S + ANALYZE_FIRST_S
         while True:
             await asyncio.sleep(s.maintenance_interval_s)
             if time.monotonic() - trimmed >= TRIM_EVERY_S:
                 trimmed = time.monotonic()
                 release_free_memory()
+            if time.monotonic() - analyzed >= ANALYZE_EVERY_S:
+                analyzed = time.monotonic()
+                try:
+                    await analyze(self.write_engine, self.writer.lock)
+                except Exception as exc:
+                    log.warning("ANALYZE failed (%s); trying again next period", exc)
             try:
                 offline = await maintenance.run_once(
                     self.engine,

@@ -106,14 +106,16 @@ class Statements:
         """Kind, uid and resourceVersion of the live objects of `count` clusters (one
         parameter each): the digests of a whole batch in one statement (covered by
         `ix_resources_digest`)."""
-        marks = (
-            ", ".join(f"${i}" for i in range(1, count + 1))
-            if self.dialect == "postgresql"
-            else ", ".join("?" * count)
-        )
+        if self.dialect == "postgresql":
+            marks, live = ", ".join(f"${i}" for i in range(1, count + 1)), "NOT deleted"
+        else:
+            # `+deleted`: never the index on `deleted` (the tombstone index), which SQLite
+            # chose without statistics, reading every live row of the fleet (183 ms against
+            # 17 ms for 300 clusters of 5,000).
+            marks, live = ", ".join("?" * count), "+deleted = 0"
         return (
             "SELECT cluster, api_version, kind, uid, resource_version FROM resources "
-            f"WHERE cluster IN ({marks}) AND deleted = FALSE"
+            f"WHERE cluster IN ({marks}) AND {live}"
         )
 
     def stored_keys(self, count: int) -> str:

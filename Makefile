@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench faults check clean
+.PHONY: demo test bench bench-quick faults check clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,12 @@ bench: $(STAMP) mosquitto-installed
 	$(BIN)/python bench/flood.py
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/overview_load.py --compare ed68964
+	$(BIN)/python bench/fleet_scale.py
+
+# A few minutes: small runs of the ingest and fleet-scale benchmarks.
+bench-quick: $(STAMP) mosquitto-installed
+	$(BIN)/python bench/ingest.py --quick
+	$(BIN)/python bench/fleet_scale.py --quick
 
 # The fault matrix (docs/faults.md): every row, about 9 minutes on 2 cores. FAULTS_ARGS
 # passes options, e.g. FAULTS_ARGS="--rows hub-sigkill,etcd --quick".

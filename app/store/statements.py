@@ -102,6 +102,21 @@ class Statements:
         )
         return cls(dialect, upsert, change, upsert_cluster)
 
+    @property
+    def mark_seen(self) -> str:
+        """A heartbeat: online, last seen now (parameters: last_seen, name)."""
+        p = ("$1", "$2") if self.dialect == "postgresql" else ("?", "?")
+        return f"UPDATE clusters SET online = TRUE, last_seen = {p[0]} WHERE name = {p[1]}"
+
+    def online_of(self, count: int) -> str:
+        """Name and online flag of `count` clusters (one parameter each)."""
+        marks = (
+            ", ".join(f"${i}" for i in range(1, count + 1))
+            if self.dialect == "postgresql"
+            else ", ".join("?" * count)
+        )
+        return f"SELECT name, online FROM clusters WHERE name IN ({marks})"
+
     def live_versions_of(self, count: int) -> str:
         """Kind, uid and resourceVersion of the live objects of `count` clusters (one
         parameter each): the digests of a whole batch in one statement (covered by

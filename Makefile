@@ -37,6 +37,7 @@ bench: $(STAMP) mosquitto-installed
 	$(BIN)/python bench/overview_load.py --compare ed68964 $(BENCH_ARGS)
 	$(BIN)/python bench/rollout.py $(BENCH_ARGS)
 	$(BIN)/python bench/fanout.py $(BENCH_ARGS)
+	$(BIN)/python bench/fleet_scale.py $(BENCH_ARGS)
 	$(BIN)/python bench/charts.py
 
 bench-quick:

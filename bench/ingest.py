@@ -241,16 +241,30 @@ class RevisionTrace:
 
 
 class FleetHandle:
-    """The parent's side of the fleet process: one command at a time, one reply each."""
+    """The parent's side of the fleet process: one command at a time, one reply each.
 
-    def __init__(self, broker_url: str, clusters: int, objects: int, first: int = 0) -> None:
+    `target` is the child's entry point, called with the child's end of the pipe and then
+    `args` (default: `bench/fleet.py`'s `run_fleet` of `clusters` x `objects`)."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        clusters: int,
+        objects: int,
+        first: int = 0,
+        *,
+        target: Callable[..., None] = run_fleet,
+        args: tuple[Any, ...] | None = None,
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self.process = ctx.Process(
-            target=run_fleet, args=(child, broker_url, clusters, objects, first), daemon=True
+            target=target,
+            args=(child, *(args or (broker_url, clusters, objects, first))),
+            daemon=True,
         )
         self.process.start()
-        self._wait(self._conn, 120.0)
+        self.ready = self._wait(self._conn, 120.0)
 
     @staticmethod
     def _wait(conn: Connection, timeout: float, tick: Callable[[], None] | None = None) -> Reply:
@@ -267,7 +281,15 @@ class FleetHandle:
         self, *command: Any, timeout: float = 300.0, tick: Callable[[], None] | None = None
     ) -> Reply:
         """Send a command; while waiting for its reply, call `tick` every POLL_S."""
+        self.send(*command)
+        return self.reply(timeout, tick)
+
+    def send(self, *command: Any) -> None:
+        """Send a command without waiting (`reply` takes its answer): several fleet
+        processes can work on one command each at the same time."""
         self._conn.send(command)
+
+    def reply(self, timeout: float = 300.0, tick: Callable[[], None] | None = None) -> Reply:
         return self._wait(self._conn, timeout, tick)
 
     def close(self) -> None:

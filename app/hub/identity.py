@@ -62,6 +62,7 @@ class ClusterIdentity:
             engine,
             accept_any=settings.accept_any_cluster or pki is None,
             refresh_s=settings.registry_refresh_s,
+            lock=writer.lock,
         )
         self.enrolment: Enrolment | None = None
         self.revocation: BrokerRevocation | None = None

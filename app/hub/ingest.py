@@ -8,7 +8,9 @@
   `refusals.py`) and queues it on its cluster's queue, then returns only after the batch
   holding it is committed, so the broker's PUBACK means "stored" (ack after commit).
 - `run` takes batches round-robin over the clusters with queued messages, so one busy
-  cluster cannot push the others to the back; reflects them; and commits them through
+  cluster cannot push the others to the back (while only heartbeats wait, it lingers up to
+  `heartbeat_linger_s` for more, so a large fleet's heartbeats share transactions); reflects
+  them; and commits them through
   `isolation.py`: an unavailable database is waited out (nothing acknowledged, nothing lost),
   data the database will never take is isolated down to one object and refused
   (`unstorable`) while the rest commits.
@@ -131,6 +133,7 @@ class Ingest:
         registry: ClusterRegistry,
         request_resync: RequestResync,
         batch_max_events: int = 5000,
+        heartbeat_linger_s: float = 0.0,
         lease_heartbeats: float = 3.0,
         on_workload_messages: WorkloadMessages | None = None,
         quota: ClusterQuota | None = None,
@@ -147,6 +150,12 @@ class Ingest:
         self._registry = registry
         self._request_resync = request_resync
         self._batch_max_events = batch_max_events
+        self._linger_s = heartbeat_linger_s
+        self._queued_heartbeats = 0
+        self._first_queued: float | None = None
+        """When the first message still waiting was queued (None: none waits)."""
+        self._urgent = asyncio.Event()
+        """Set when something other than a heartbeat waits: a lingering batch goes now."""
         self._lease_heartbeats = lease_heartbeats
         self.quota = quota or ClusterQuota()
         self.relists = relists or RelistLimiter()
@@ -245,6 +254,12 @@ class Ingest:
         queue.append(pending)
         self._queued += 1
         self._queued_bytes += pending.size
+        if self._first_queued is None:
+            self._first_queued = pending.enqueued
+        if isinstance(message, Heartbeat):
+            self._queued_heartbeats += 1
+        if not isinstance(message, Heartbeat) or self._queued >= self._batch_max_events:
+            self._urgent.set()
         if not self.paused and (
             self._queued >= self._max_queued[0] or self._queued_bytes >= self._max_queued[1]
         ):
@@ -263,6 +278,7 @@ class Ingest:
         for pending in queue:
             self._queued -= 1
             self._queued_bytes -= pending.size
+            self._queued_heartbeats -= isinstance(pending.message, Heartbeat)
             self.refusals.reject(
                 "unregistered",
                 pending.topic,
@@ -286,6 +302,7 @@ class Ingest:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._jobs.append((job, done))
         self._ready.set()
+        self._urgent.set()
         await done
 
     async def _run_jobs(self) -> None:
@@ -326,10 +343,29 @@ class Ingest:
                 del self._queues[cluster]
         self._queued -= len(batch)
         self._queued_bytes -= sum(p.size for p in batch)
+        self._queued_heartbeats -= sum(isinstance(p.message, Heartbeat) for p in batch)
         self._maybe_resume()
         if not self._turns:
+            self._first_queued = None
             self._ready.clear()  # refusals set it again; the loop also wakes every second
         return batch
+
+    async def _linger(self) -> None:
+        """While only heartbeats wait (and fewer than a batch), wait until the first of them
+        has waited `heartbeat_linger_s`: a fleet's heartbeats arrive one by one, and each
+        batch is a transaction. Anything else queued, or a job, ends the wait at once."""
+        while (
+            self._linger_s > 0
+            and self._first_queued is not None
+            and self._queued == self._queued_heartbeats
+            and not self._jobs
+        ):
+            left = self._first_queued + self._linger_s - time.monotonic()
+            if left <= 0:
+                return
+            self._urgent.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._urgent.wait(), left)
 
     # -- applying ------------------------------------------------------------------------
 
@@ -387,6 +423,7 @@ class Ingest:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), 1.0)
+            await self._linger()
             await self._run_jobs()
             batch = self._take_batch()
             relist: dict[str, set[KindKey | None]] = {}

@@ -95,11 +95,16 @@ async def run_once(
     retain_audit: int = 100_000,
     lock: asyncio.Lock | None = None,
     clock: Callable[[], float] = time.time,
+    ingest_lag_s: float = 0.0,
 ) -> list[ClusterStatus]:
+    """One pass of upkeep. `ingest_lag_s`: how long the oldest message ingest holds has
+    waited. Silence is measured on the clock minus that lag: a hub behind on its backlog
+    (a connect storm of 10,000 agents) holds the heartbeats that would show the clusters
+    alive, and must not declare them offline meanwhile."""
     now = clock()
     await trim_changes(engine, retain_changes, lock)
     await trim_rejections(engine, retain_rejections, lock)
     await trim_audit(engine, retain_audit, lock)
     await drop_expired(engine, now, lock)
     await drop_tombstones(engine, now - tombstone_ttl_s, lock)
-    return await mark_silent_offline(engine, offline_after_heartbeats, now, lock)
+    return await mark_silent_offline(engine, offline_after_heartbeats, now - ingest_lag_s, lock)

@@ -68,8 +68,12 @@ class Registrations:
         accept_any: bool,
         refresh_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        lock: asyncio.Lock | None = None,
     ) -> None:
+        """`lock`: the hub's write lock (the writer's), held while auto-registrations are
+        stored, so they never collide with ingest inside SQLite."""
         self._engine = engine
+        self._lock = lock
         self.accept_any = accept_any
         self._refresh_s = refresh_s
         self._clock = clock
@@ -79,7 +83,8 @@ class Registrations:
         back."""
         self._last_read = -refresh_s
         self._wanted = asyncio.Event()
-        self._registering: set[str] = set()
+        self._registering: dict[str, dict[str, str]] = {}
+        """Clusters registered by hello and not yet stored, with their labels."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -110,21 +115,33 @@ class Registrations:
     def said_hello(self, cluster: str, labels: dict[str, str]) -> None:
         if cluster in self._known or not self.accept_any or cluster in self._registering:
             return
-        log.warning("cluster %s registered by its first hello (accept-any-cluster)", cluster)
         self._known[cluster] = _Entry(labels, auto=True)
-        self._registering.add(cluster)
-        task = asyncio.ensure_future(self._register(cluster, labels))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if not self._registering:  # one writer at a time takes every name waiting
+            task = asyncio.ensure_future(self._register())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._registering[cluster] = labels
 
-    async def _register(self, cluster: str, labels: dict[str, str]) -> None:
-        try:
-            await store.register_seen(self._engine, cluster, labels, time.time())
-        except Exception as exc:  # it stays admitted in memory; the next hello retries
-            log.warning("could not record the registration of %s: %s", cluster, exc)
-            self._known.pop(cluster, None)
-        finally:
-            self._registering.discard(cluster)
+    async def _register(self) -> None:
+        """Store the waiting auto-registrations in one transaction (those arriving
+        meanwhile in the next); a failure forgets them, and their next hello retries."""
+        await asyncio.sleep(0)  # let the rest of the storm's hellos join this transaction
+        while self._registering:
+            batch = dict(self._registering)
+            log.warning(
+                "%d clusters registered by their first hello (accept-any-cluster): %s",
+                len(batch),
+                ", ".join(sorted(batch)[:5]) + (", ..." if len(batch) > 5 else ""),
+            )
+            try:
+                await store.register_seen(self._engine, batch, time.time(), self._lock)
+            except Exception as exc:
+                log.warning("could not record the registration of %d clusters: %s", len(batch), exc)
+                for cluster in batch:
+                    self._known.pop(cluster, None)
+            finally:
+                for cluster in batch:
+                    self._registering.pop(cluster, None)
 
     # -- changes made here and elsewhere -------------------------------------------------
 

@@ -20,15 +20,17 @@ from sqlalchemy import text
 from app.config import HubSettings
 from app.hub import maintenance
 from app.hub.feed import ChangeFeed
+from app.hub.heap import release_free_memory
 from app.hub.hub_pki import HubPki
 from app.hub.identity import ClusterIdentity
 from app.hub.ingest import Ingest
+from app.hub.outbox import Outbox
 from app.hub.quota import ClusterQuota, OverQuota, QuotaSettings
 from app.hub.registry import ClusterRegistry, InMemoryRegistry, RedisRegistry
 from app.informer.objects import KindKey
 from app.placement.dispatcher import Dispatcher
 from app.store import queries
-from app.store.db import checkpoint, create_engine
+from app.store.db import analyze, checkpoint, create_engine
 from app.store.migrate import upgrade_async
 from app.store.writer import InventoryWriter
 from app.transport import cloudevents, topics
@@ -37,6 +39,13 @@ from app.transport.messages import MessageType, resync_request_data
 from app.transport.mqtt import LinkOptions, MqttLink
 
 log = logging.getLogger(__name__)
+
+ANALYZE_FIRST_S = 60.0
+ANALYZE_EVERY_S = 600.0
+"""Upkeep refreshes SQLite's planner statistics a minute after start, then every 10 min
+(`store.db.analyze`): the fleet grows, and plans chosen for a small one go wrong."""
+TRIM_EVERY_S = 30.0
+"""How often upkeep hands the heap's free pages back to the OS (`heap.py`; ~25 ms)."""
 
 
 def _json_dumps(value: object) -> str:
@@ -84,10 +93,14 @@ class HubService:
                 calm_s=settings.quota_calm_s,
             )
         )
+        self.outbox = Outbox(self._publish)
+        """Hub -> agent messages decided inside ingest (resync requests, answers to
+        workload resyncs): ingest never waits on the broker."""
         self.dispatcher = Dispatcher(
             engine=self.engine,
             lock=self.writer.lock,
             publish=self._publish,
+            answer=self.outbox.send,
             source=settings.source,
         )
         self.ingest = Ingest(
@@ -97,6 +110,7 @@ class HubService:
             registry=self.registry,
             request_resync=self.request_resync,
             batch_max_events=settings.batch_max_events,
+            heartbeat_linger_s=settings.heartbeat_linger_s,
             lease_heartbeats=settings.offline_after_heartbeats,
             on_workload_messages=self.dispatcher.on_agent_messages,
             quota=quota,
@@ -138,6 +152,7 @@ class HubService:
         # The loops start before the link so nothing the broker delivers waits on them.
         self._loops = [
             tasks.create_task(self.ingest.run()),
+            tasks.create_task(self.outbox.run()),
             tasks.create_task(self._upkeep()),
             tasks.create_task(self._checkpoints()),
             tasks.create_task(self.dispatcher.run()),
@@ -177,20 +192,25 @@ class HubService:
             data=resync_request_data(kinds),
         )
         log.info("asking %s to relist %s", cluster, ", ".join(map(str, kinds)) or "everything")
-        try:
-            await asyncio.wait_for(
-                self.link.publish(
-                    topics.source_events(self.settings.source, cluster), cloudevents.encode(event)
-                ),
-                5,
-            )
-        except TimeoutError:
-            log.warning("could not ask %s to relist (broker away); its next digest will", cluster)
+        self.outbox.put(
+            topics.source_events(self.settings.source, cluster), cloudevents.encode(event)
+        )
 
     async def _upkeep(self) -> None:
         s = self.settings
+        trimmed = time.monotonic()
+        analyzed = time.monotonic() - ANALYZE_EVERY_S + ANALYZE_FIRST_S
         while True:
             await asyncio.sleep(s.maintenance_interval_s)
+            if time.monotonic() - trimmed >= TRIM_EVERY_S:
+                trimmed = time.monotonic()
+                release_free_memory()
+            if time.monotonic() - analyzed >= ANALYZE_EVERY_S:
+                analyzed = time.monotonic()
+                try:
+                    await analyze(self.write_engine, self.writer.lock)
+                except Exception as exc:
+                    log.warning("ANALYZE failed (%s); trying again next period", exc)
             try:
                 offline = await maintenance.run_once(
                     self.engine,
@@ -200,6 +220,7 @@ class HubService:
                     retain_rejections=s.retain_rejections,
                     retain_audit=s.retain_audit,
                     lock=self.writer.lock,
+                    ingest_lag_s=self.ingest.oldest_queued_s(),
                 )
                 if offline:
                     self.feed.publish(offline)

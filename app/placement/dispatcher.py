@@ -89,12 +89,16 @@ class Dispatcher:
         lock: asyncio.Lock,
         publish: Publish,
         source: str,
+        answer: Publish | None = None,
         period_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`answer` sends the replies to agents' resyncs, which are made inside the ingest
+        loop: it must not wait on the broker (the hub's outbox); default `publish`."""
         self._engine = engine
         self._lock = lock
         self._publish = publish
+        self._answer = answer or publish
         self._source = source
         self._period_s = period_s
         self._clock = clock
@@ -187,7 +191,11 @@ class Dispatcher:
         return complete
 
     async def _send(
-        self, cluster: str, message: WorkloadApply | WorkloadRemove | WorkloadStatusResync
+        self,
+        cluster: str,
+        message: WorkloadApply | WorkloadRemove | WorkloadStatusResync,
+        *,
+        answer: bool = False,
     ) -> None:
         if isinstance(message, WorkloadApply):
             type_, data = MessageType.WORKLOAD_APPLY, workload_apply_data(message)
@@ -197,7 +205,8 @@ class Dispatcher:
             type_ = MessageType.WORKLOAD_STATUS_RESYNC
             data = workload_status_resync_data(message.hashes)
         event = cloudevents.CloudEvent(type_, self._source, cluster, data)
-        await self._publish(topics.source_events(self._source, cluster), cloudevents.encode(event))
+        publish = self._answer if answer else self._publish
+        await publish(topics.source_events(self._source, cluster), cloudevents.encode(event))
 
     async def on_agent_messages(self, items: Sequence[tuple[str, AgentMessage]]) -> None:
         """Status acks and spec resyncs from agents, in arrival order (called by ingest
@@ -225,7 +234,7 @@ class Dispatcher:
                 )
                 for reply in replies:
                     try:  # ingest waits on this: a broker away must not stall it
-                        await asyncio.wait_for(self._send(cluster, reply), 5)
+                        await asyncio.wait_for(self._send(cluster, reply, answer=True), 5)
                     except TimeoutError:
                         log.warning("broker away: could not answer %s's resync", cluster)
                         break

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +70,16 @@ async def checkpoint(engine: AsyncEngine) -> None:
     if engine.dialect.name == "sqlite":
         async with engine.connect() as conn:
             await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+async def analyze(engine: AsyncEngine, lock: asyncio.Lock | None = None) -> None:
+    """Refresh SQLite's query-planner statistics (PostgreSQL's autovacuum does its own).
+
+    Without them SQLite judged the index on `deleted` as selective as the one on `cluster`
+    and read every live row of the fleet for one cluster's question: at 5,000 clusters the
+    counts behind `GET /clusters` took 300 ms instead of 131, the digest read 183 ms instead
+    of 18. A full ANALYZE took 190 ms there (150,000 objects); it holds the write lock."""
+    if engine.dialect.name != "sqlite":
+        return
+    async with lock or nullcontext(), engine.begin() as conn:
+        await conn.exec_driver_sql("ANALYZE")

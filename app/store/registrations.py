@@ -108,23 +108,39 @@ async def register(
         raise AlreadyRegistered(name) from None
 
 
-async def register_seen(engine: AsyncEngine, name: str, labels: dict[str, str], now: float) -> None:
-    """Auto-registration on a first hello; nothing if the name is registered already."""
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                insert(cluster_registrations).values(
-                    name=name,
-                    labels=labels,
-                    registered_at=now,
-                    auto=True,
-                    token_hash=None,
-                    token_expires_at=0.0,
-                    token_used_at=None,
-                )
+async def register_seen(
+    engine: AsyncEngine,
+    seen: dict[str, dict[str, str]],
+    now: float,
+    lock: asyncio.Lock | None = None,
+) -> None:
+    """Auto-registration on first hellos (name -> its labels), all in one transaction;
+    names registered already are left as they are. A connect storm of 10,000 new clusters
+    is a few transactions, not 10,000 racing the ingest writer for SQLite's lock."""
+    names = sorted(seen)
+    async with lock or nullcontext(), engine.begin() as conn:
+        known: set[str] = set()
+        for i in range(0, len(names), 500):
+            chunk = names[i : i + 500]
+            rows = await conn.execute(
+                select(cluster_registrations.c.name).where(cluster_registrations.c.name.in_(chunk))
             )
-    except IntegrityError:
-        pass
+            known.update(name for (name,) in rows)
+        new = [
+            {
+                "name": name,
+                "labels": seen[name],
+                "registered_at": now,
+                "auto": True,
+                "token_hash": None,
+                "token_expires_at": 0.0,
+                "token_used_at": None,
+            }
+            for name in names
+            if name not in known
+        ]
+        if new:
+            await conn.execute(insert(cluster_registrations), new)
 
 
 async def new_token(

@@ -78,8 +78,6 @@ class Statements:
     writer compared with the stored version inside the same transaction (the only writer,
     serialized on the revision counter), and a snapshot may replace a higher version."""
     insert_change: str
-    live_versions: str
-    """uid and resourceVersion of a cluster's live objects of one kind (for digests)."""
     upsert_cluster: str
     lock_counter: str
     """Locks the revision counter row (writers serialize here) and returns its value."""
@@ -97,11 +95,6 @@ class Statements:
             f"INSERT INTO changes ({', '.join(CHANGE_COLUMNS)}) "
             f"VALUES ({_marks(dialect, CHANGE_COLUMNS)})"
         )
-        p = ("$1", "$2", "$3", "$4") if dialect == "postgresql" else ("?",) * 4
-        live = (
-            "SELECT uid, resource_version FROM resources WHERE cluster = {} AND api_version = {} "
-            "AND kind = {} AND deleted = {}"
-        ).format(*p)
         cluster_updates = ", ".join(
             f"{c} = excluded.{c}" for c in CLUSTER_COLUMNS if c not in ("name", "first_seen")
         )
@@ -111,8 +104,40 @@ class Statements:
             f"ON CONFLICT (name) DO UPDATE SET {cluster_updates}"
         )
         lock_counter = "UPDATE revision_counter SET value = value WHERE id = 1 RETURNING value"
-        set_counter = f"UPDATE revision_counter SET value = {p[0]} WHERE id = 1"
-        return cls(dialect, upsert, change, live, upsert_cluster, lock_counter, set_counter)
+        mark = "$1" if dialect == "postgresql" else "?"
+        set_counter = f"UPDATE revision_counter SET value = {mark} WHERE id = 1"
+        return cls(dialect, upsert, change, upsert_cluster, lock_counter, set_counter)
+
+    @property
+    def mark_seen(self) -> str:
+        """A heartbeat: online, last seen now (parameters: last_seen, name)."""
+        p = ("$1", "$2") if self.dialect == "postgresql" else ("?", "?")
+        return f"UPDATE clusters SET online = TRUE, last_seen = {p[0]} WHERE name = {p[1]}"
+
+    def online_of(self, count: int) -> str:
+        """Name and online flag of `count` clusters (one parameter each)."""
+        marks = (
+            ", ".join(f"${i}" for i in range(1, count + 1))
+            if self.dialect == "postgresql"
+            else ", ".join("?" * count)
+        )
+        return f"SELECT name, online FROM clusters WHERE name IN ({marks})"
+
+    def live_versions_of(self, count: int) -> str:
+        """Kind, uid and resourceVersion of the live objects of `count` clusters (one
+        parameter each): the digests of a whole batch in one statement (covered by
+        `ix_resources_digest`)."""
+        if self.dialect == "postgresql":
+            marks, live = ", ".join(f"${i}" for i in range(1, count + 1)), "NOT deleted"
+        else:
+            # `+deleted`: never the index on `deleted` (the tombstone index), which SQLite
+            # chose without statistics, reading every live row of the fleet (183 ms against
+            # 17 ms for 300 clusters of 5,000).
+            marks, live = ", ".join("?" * count), "+deleted = 0"
+        return (
+            "SELECT cluster, api_version, kind, uid, resource_version FROM resources "
+            f"WHERE cluster IN ({marks}) AND {live}"
+        )
 
     def stored_keys(self, count: int) -> str:
         """Stored version, tombstone flag, uid and labels (as JSON text) of `count` keys (5

@@ -62,6 +62,20 @@ def test_a_cluster_calm_for_long_enough_leaves_the_over_quota_state_once() -> No
     assert quota.calmed() == [] and quota.over() == []
 
 
+def test_the_calm_check_looks_only_at_clusters_over_quota() -> None:
+    """`calmed` runs after every batch: with 10,000 clusters it must not walk them all."""
+    clock = Clock()
+    quota = ClusterQuota(QuotaSettings(messages_per_s=1, message_burst=1, calm_s=5), clock=clock)
+    for i in range(10_000):
+        quota.admit(f"c{i}", 1)
+    quota.admit("c7", 1)  # over
+    assert [o.cluster for o in quota.over()] == ["c7"]
+    quota._buckets.clear()  # were the walk over every bucket, nothing would be found now
+    clock.now += 5
+    assert [c.cluster for c in quota.calmed()] == ["c7"]
+    assert quota.over() == [] and quota.calmed() == []
+
+
 def test_idle_buckets_are_forgotten_when_many_clusters_were_seen() -> None:
     clock = Clock()
     quota = ClusterQuota(QuotaSettings(), clock=clock, max_tracked=10)

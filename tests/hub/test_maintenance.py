@@ -48,3 +48,17 @@ async def test_silent_clusters_are_marked_offline_once(engine: AsyncEngine) -> N
     (status,) = await maintenance.mark_silent_offline(engine, 3, now=120.0)
     assert (status.name, status.online) == ("c1", False)
     assert await maintenance.mark_silent_offline(engine, 3, now=130.0) == []
+
+
+async def test_clusters_are_not_marked_offline_for_heartbeats_ingest_still_holds(
+    engine: AsyncEngine,
+) -> None:
+    """A hub behind on its backlog (a connect storm) marked thousands of clusters offline
+    whose heartbeats waited in its own queue."""
+    writer = InventoryWriter(engine, clock=lambda: 100.0)
+    await writer.apply([ClusterHello("c1", {}, (KindKey("v1", "Pod"),), 5.0, "1")])
+    upkeep = {"retain_changes": 100, "tombstone_ttl_s": 600, "offline_after_heartbeats": 3}
+    lagging = await maintenance.run_once(engine, **upkeep, clock=lambda: 130.0, ingest_lag_s=20.0)
+    assert lagging == []
+    (status,) = await maintenance.run_once(engine, **upkeep, clock=lambda: 130.0)
+    assert status.online is False

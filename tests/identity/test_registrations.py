@@ -66,3 +66,27 @@ async def test_removed_here_stays_removed_and_accept_any_registers_by_hello(
     await strict.load()  # a read that starts after the removal trusts the database
     assert strict.admits("dev-7")
     await registry.close()
+
+
+async def test_a_storm_of_first_hellos_is_stored_together_under_the_write_lock(
+    engine: AsyncEngine,
+) -> None:
+    """10,000 new clusters connecting at once must not be 10,000 transactions racing the
+    ingest writer for SQLite's lock (they failed with "database is locked")."""
+    lock = asyncio.Lock()
+    registry = Registrations(engine, accept_any=True, lock=lock)
+    await registry.load()
+    async with lock:  # ingest is writing
+        for i in range(2000):
+            registry.said_hello(f"c-{i}", {"n": str(i)})
+        assert len(registry._tasks) == 1  # one writer takes every waiting name
+        await asyncio.sleep(0.05)
+        assert await store.registered(engine) == {}
+
+    async def recorded() -> bool:
+        return len(await store.registered(engine)) == 2000
+
+    await wait_until(recorded, what="every auto-registration stored")
+    registry.said_hello("c-7", {})  # known: nothing more to store
+    assert not registry._tasks
+    await registry.close()

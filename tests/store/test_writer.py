@@ -8,6 +8,7 @@ from app.informer.deltas import (
     ClusterHello,
     ClusterOffline,
     ClusterSeen,
+    Delta,
     Sweep,
     Upsert,
 )
@@ -151,6 +152,23 @@ async def test_digest_mismatch_asks_for_a_relist(engine: AsyncEngine) -> None:
     assert applied.resync == {}
     applied = await writer.apply([CheckDigest("c1", {PODS: kind_digest([])})])
     assert applied.resync == {"c1": {PODS}}
+
+
+async def test_a_batch_of_digests_is_checked_together_against_what_preceded_each(
+    engine: AsyncEngine,
+) -> None:
+    """Many clusters' digests in one batch (checked in one statement at 10,000 clusters):
+    each is compared with its cluster's rows as they stood when it came, not after the
+    cluster's later events of the same batch."""
+    writer = InventoryWriter(engine)
+    await writer.apply([Upsert(f"c{i}", event("ADDED", "a", 1)) for i in range(300)])
+    one = kind_digest([("uid-default-a", 1)])
+    two = kind_digest([("uid-default-a", 1), ("uid-default-b", 2)])
+    deltas: list[Delta] = [CheckDigest(f"c{i}", {PODS: one}) for i in range(300)]
+    deltas += [Upsert("c7", event("ADDED", "b", 2)), CheckDigest("c7", {PODS: two})]
+    deltas += [CheckDigest("c8", {PODS: two}), CheckDigest("nobody", {PODS: kind_digest([])})]
+    applied = await writer.apply(deltas)
+    assert applied.resync == {"c8": {PODS}}
 
 
 async def test_cluster_lifecycle_reports_online_changes(engine: AsyncEngine) -> None:

@@ -105,34 +105,41 @@ def storage(out: Path) -> bool:
     return True
 
 
+LIST_SERIES = {
+    "cluster_resources_ms": "GET /clusters/{c}/resources",
+    "resources_page_ms": "GET /resources?limit=100",
+    "overview_ms": "GET / (fleet overview page)",
+    "clusters_ms": "GET /clusters (every cluster)",
+}
+
+
 def fleet_rss(out: Path) -> bool:
     r = load("fleet_scale.json") or load("fleet_scale-quick.json")
-    steps = r.get("steps") if r else None
+    steps = [s for s in (r or {}).get("steps", []) if s.get("complete")]
     if not r or not steps:
         return False
     clusters = [s["clusters"] for s in steps]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(clusters, [s["hub_rss_mb"] for s in steps], "o-", label="hub RSS (MB)")
+    fig, (ax, lat) = plt.subplots(1, 2, figsize=(11, 4))
+    ax.plot(clusters, [s["hub_rss_mb"] for s in steps], "o-", label="hub RSS, synced")
+    ax.plot(clusters, [s["hub_rss_peak_mb"] for s in steps], "x:", label="hub RSS, peak in storm")
     ax.axhline(1024, color="grey", linestyle=":", label="goal: < 1 GB at 10,000")
     ax.set_xlabel("clusters online (each its own MQTT connection)")
-    ax.set_ylabel("hub RSS (MB)")
+    ax.set_ylabel("MB")
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
-    lat = [s.get("list_ms") for s in steps]
-    if all(v is not None for v in lat):
-        ax2 = ax.twinx()
-        ax2.plot(
-            clusters,
-            lat,
-            "s--",
-            color="tab:orange",
-            label="GET /clusters/{c}/resources median (ms)",
-        )
-        ax2.set_ylabel("list latency (ms)")
-        ax2.set_ylim(bottom=0)
-        ax2.legend(fontsize=8, loc="lower right")
-    ax.legend(fontsize=8, loc="upper left")
-    ax.set_title("One hub, many clusters: memory and list latency")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Hub memory against clusters")
+    objects = [s["objects"] for s in steps]
+    for key, label in LIST_SERIES.items():
+        values = [s.get("latency", {}).get(key) for s in steps]
+        if all(v is not None for v in values):
+            lat.plot(objects, values, "o-", label=label)
+    lat.set_xlabel("objects stored")
+    lat.set_ylabel("median latency (ms)")
+    lat.set_ylim(bottom=0)
+    lat.grid(True, alpha=0.3)
+    lat.legend(fontsize=8, loc="upper left")
+    lat.set_title("List latency against stored objects")
     save(fig, out)
     return True
 

@@ -24,6 +24,30 @@ def ingest_result(rate: float) -> dict[str, object]:
     }
 
 
+def fleet_scale_result() -> dict[str, object]:
+    latency = {"cluster_resources_ms": 10.0, "resources_page_ms": 9.0, "overview_ms": 30.0}
+    steps = [
+        {
+            "clusters": n,
+            "objects": 30 * n,
+            "complete": True,
+            "hub_rss_mb": n / 10,
+            "hub_rss_peak_mb": n / 8,
+            "latency": latency,
+        }
+        for n in (1000, 5000)
+    ]
+    return {"params": {}, "steps": steps}
+
+
+def rollout_result() -> dict[str, object]:
+    phase = {
+        "curve_columns": ["t_s", "sent", "applied", "available"],
+        "curve": [[0.0, 0, 0, 0], [1.0, 10, 5, 4], [2.0, 10, 10, 10]],
+    }
+    return {"params": {"clusters": 10}, "rollout": phase, "update": phase}
+
+
 def test_charts_are_drawn_from_results_and_skipped_without_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -42,3 +66,9 @@ def test_charts_are_drawn_from_results_and_skipped_without_them(
     printed = capsys.readouterr().out
     assert "bench-rollout.png: skipped" in printed
     assert "bench-fleet-rss.png: skipped" in printed
+
+    (results / "fleet_scale.json").write_text(json.dumps(fleet_scale_result()))
+    (results / "rollout-quick.json").write_text(json.dumps(rollout_result()))
+    charts.main(["--out", str(tmp_path / "out")])
+    for name in ("bench-fleet-rss.png", "bench-rollout.png"):
+        assert (tmp_path / "out" / name).read_bytes().startswith(PNG)

@@ -206,15 +206,26 @@ class CpuMeter:
         now = self.snapshot()
         return {name: round(now[name] - before[name], 2) for name in now}
 
-    def wait_idle(self, name: str, timeout: float, tick: Callable[[], None]) -> float:
-        """Wait until process `name` uses under IDLE_CORES for IDLE_WINDOW_S; seconds waited."""
+    def wait_idle(
+        self,
+        name: str,
+        timeout: float,
+        tick: Callable[[], None],
+        progress: Callable[[], int] | None = None,
+    ) -> float:
+        """Wait until process `name` uses under IDLE_CORES for IDLE_WINDOW_S and `progress`
+        (e.g. the committed revision) did not move in that window; seconds waited. On
+        PostgreSQL the hub waits for the server, whose CPU is not the hub's: its CPU alone
+        said "idle" while a backlog was still being committed."""
         pid, started = self.pids[name], time.monotonic()
         while time.monotonic() - started < timeout:
             cpu, t = self.seconds(pid), time.monotonic()
+            mark = progress() if progress else 0
             while time.monotonic() - t < IDLE_WINDOW_S:
                 time.sleep(POLL_S)
                 tick()
-            if (self.seconds(pid) - cpu) / (time.monotonic() - t) < IDLE_CORES:
+            quiet = (self.seconds(pid) - cpu) / (time.monotonic() - t) < IDLE_CORES
+            if quiet and (progress is None or progress() == mark):
                 break
         return time.monotonic() - started
 
@@ -420,7 +431,7 @@ def measure_sync(fleet: FleetHandle, probe: DbProbe, cpu: CpuMeter, expected: in
     seconds = time.monotonic() - started
     used = cpu.since(before)
     trace = RevisionTrace(probe)
-    settle_s = cpu.wait_idle("hub", 120, trace.sample)  # (b) starts on an idle hub
+    settle_s = cpu.wait_idle("hub", 120, trace.sample, probe.revision)  # (b) starts idle
     return {
         "expected_rows": expected,
         "rows": rows,
@@ -443,7 +454,7 @@ def measure_sustained(fleet: FleetHandle, probe: DbProbe, cpu: CpuMeter, p: Para
     churned = fleet.call("churn", p.changes, p.burst, tick=trace.sample)
     drained = fleet.call("drain", tick=trace.sample)
     drained_at = time.monotonic() - trace.started
-    cpu.wait_idle("hub", 300, trace.sample)
+    cpu.wait_idle("hub", 300, trace.sample, probe.revision)
     trace.sample()
     committed = trace.committed
     seconds = trace.time_to(committed)
@@ -500,7 +511,7 @@ def measure_spread_capacity(fleet: FleetHandle, probe: DbProbe, cpu: CpuMeter, h
     trace = RevisionTrace(probe)
     with drained_stream(hub.url) as streamed:
         stamped = fleet.call("stamp", 100_000.0, 5.0, tick=trace.sample)
-        cpu.wait_idle("hub", 120, trace.sample)
+        cpu.wait_idle("hub", 120, trace.sample, probe.revision)
     trace.sample()
     seconds = trace.time_to(trace.committed)
     return {

@@ -82,6 +82,9 @@ SYNC_TIMEOUT_S = 120
 IDLE_CORES = 0.15
 IDLE_WINDOW_S = 0.5
 """A phase is over when the hub uses under IDLE_CORES of a core over IDLE_WINDOW_S."""
+PROGRESS_WINDOW_S = 3.0
+"""... and, where the revision is watched too, it did not move for this long: a batch of
+5,000 changes takes over a second to commit on PostgreSQL here, the hub idle meanwhile."""
 Reply = dict[str, Any]
 
 
@@ -218,10 +221,11 @@ class CpuMeter:
         PostgreSQL the hub waits for the server, whose CPU is not the hub's: its CPU alone
         said "idle" while a backlog was still being committed."""
         pid, started = self.pids[name], time.monotonic()
+        window = IDLE_WINDOW_S if progress is None else PROGRESS_WINDOW_S
         while time.monotonic() - started < timeout:
             cpu, t = self.seconds(pid), time.monotonic()
             mark = progress() if progress else 0
-            while time.monotonic() - t < IDLE_WINDOW_S:
+            while time.monotonic() - t < window:
                 time.sleep(POLL_S)
                 tick()
             quiet = (self.seconds(pid) - cpu) / (time.monotonic() - t) < IDLE_CORES

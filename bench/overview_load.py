@@ -71,6 +71,7 @@ class Params:
     seconds: float
     rate: float
     compare: str | None
+    quick: bool = False
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Params:
@@ -85,7 +86,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Params:
     a = parser.parse_args(argv)
     if a.quick:
         a.clusters, a.seconds = min(a.clusters, 2_000), min(a.seconds, 10.0)
-    return Params(a.clusters, a.objects, a.clients, a.seconds, a.rate, a.compare)
+    return Params(a.clusters, a.objects, a.clients, a.seconds, a.rate, a.compare, a.quick)
 
 
 # -- the store ----------------------------------------------------------------------------

@@ -291,6 +291,7 @@ class Ingest:
                 pending.done.set_result(None)
         self._reflectors.pop(cluster, None)
         self._heartbeat_s.pop(cluster, None)
+        self._relisting.pop(cluster, None)
         self._instances.pop(cluster, None)
         self.admission.forget(cluster)
         self._maybe_resume()

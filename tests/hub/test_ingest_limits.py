@@ -290,6 +290,21 @@ async def test_a_cluster_asked_to_relist_is_unsynced_until_its_snapshot_ends(
         await wait_until(lambda: _synced(hub, "drifted"), what="the listing to end")
 
 
+async def test_a_removed_cluster_is_not_waited_for(broker: Mosquitto, database_url: str) -> None:
+    pods = KindKey("v1", "Pod")
+    async with (
+        live_hub(broker_url=broker.url, database_url=database_url) as hub,
+        RawAgent(broker.url, "drifted") as agent,
+    ):
+        await agent.hello("v1/Pod")
+        await wait_until(lambda: known(hub, "drifted"), what="drifted known")
+        await agent.send(MessageType.DIGEST, digest_data({pods: KindDigest(3, "not-ours")}))
+        await wait_until(lambda: _asked(agent), what="a relist request")
+        assert "drifted" in hub.hub.ingest.unsynced()
+        hub.hub.ingest.forget("drifted")
+        assert "drifted" not in hub.hub.ingest.unsynced()
+
+
 async def _asked(agent: RawAgent) -> bool:
     return bool(agent.resync_requests())
 
